@@ -1,0 +1,227 @@
+//! Training configuration: what one trial of the tuner asks the trainer to do.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Which network to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// The 28x28 proxy of AlexNet-BN (five 3x3 conv+BN layers, three FC layers).
+    AlexnetBnProxy,
+}
+
+/// Numeric format of the forward/backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Plain single precision.
+    Fp32,
+    /// IEEE half compute with fp32 master weights and loss scaling (emulated GPU AMP).
+    Fp16,
+    /// bfloat16 compute with fp32 master weights.
+    Bf16,
+    /// IEEE half everywhere, no master weights: small updates are lost.
+    Fp16Naive,
+}
+
+/// Update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Momentum SGD (PyTorch convention).
+    Sgd,
+    /// Layer-wise adaptive rate scaling on top of momentum SGD.
+    Lars,
+}
+
+/// How the loss is scaled before backward in the half-precision modes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossScale {
+    /// A fixed factor.
+    Static {
+        /// The multiplier applied to the loss gradient.
+        factor: f64,
+    },
+    /// Start at `init`, double after `growth_interval` clean steps, halve on overflow.
+    #[serde(rename_all = "kebab-case")]
+    Dynamic {
+        /// Initial scale.
+        init: f64,
+        /// Clean steps between two doublings.
+        growth_interval: u32,
+    },
+}
+
+/// Everything one training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Network to train.
+    pub model: ModelKind,
+    /// Keep the BatchNorm on the pool5 features (`bn_pool5`, per channel).
+    pub bn5: bool,
+    /// Folder holding the four Fashion-MNIST IDX .gz files.
+    pub data_dir: PathBuf,
+    /// Global batch size.
+    pub batch: usize,
+    /// Number of passes over the (fraction of the) training set.
+    pub epochs: u32,
+    /// Fraction in (0,1] of the seeded-shuffled training set used for training.
+    pub data_fraction: f64,
+    /// Numeric format.
+    pub precision: Precision,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// LARS trust coefficient.
+    pub lars_eta: f64,
+    /// LARS guard against division by zero.
+    pub lars_eps: f64,
+    /// Momentum coefficient.
+    pub momentum: f64,
+    /// Use Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Also apply weight decay (and LARS scaling) to biases and BN parameters.
+    pub decay_bias_and_bn: bool,
+    /// Learning rate reached at the end of warmup.
+    pub peak_lr: f64,
+    /// Length of the linear warmup in epochs (fractional allowed).
+    pub warmup_epochs: f64,
+    /// Exponent of the polynomial decay after warmup.
+    pub poly_power: f64,
+    /// Loss scaling for the half-precision modes (ignored in fp32).
+    pub loss_scale: LossScale,
+    /// Gradient fusion bucket threshold in bytes (0 = one all-reduce per tensor).
+    pub fusion_threshold_bytes: u64,
+    /// Compute threads.
+    pub threads: usize,
+    /// Seed of every random choice (init, shuffling, dropout).
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// A small, sensible configuration for the proxy model reading data from `data_dir`.
+    pub fn proxy_default(data_dir: impl AsRef<Path>) -> Self {
+        TrainConfig {
+            model: ModelKind::AlexnetBnProxy,
+            bn5: true,
+            data_dir: data_dir.as_ref().to_path_buf(),
+            batch: 256,
+            epochs: 2,
+            data_fraction: 1.0,
+            precision: Precision::Fp32,
+            optimizer: OptimizerKind::Sgd,
+            lars_eta: 0.001,
+            lars_eps: 1e-9,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            decay_bias_and_bn: false,
+            peak_lr: 0.1,
+            warmup_epochs: 0.0,
+            poly_power: 2.0,
+            loss_scale: LossScale::Static { factor: 1.0 },
+            fusion_threshold_bytes: 64 << 20,
+            threads: 1,
+            seed: 0,
+        }
+    }
+
+    /// Checks every field for range and consistency.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        fn bad(msg: String) -> Result<(), TrainError> {
+            Err(TrainError::InvalidConfig(msg))
+        }
+        fn finite_nonneg(name: &str, v: f64) -> Result<(), TrainError> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                bad(format!("{name} must be finite and >= 0, got {v}"))
+            }
+        }
+        if self.batch == 0 {
+            return bad("batch must be > 0".into());
+        }
+        if self.batch > crate::data::TRAIN_IMAGES {
+            return bad(format!(
+                "batch {} exceeds the {} training images",
+                self.batch,
+                crate::data::TRAIN_IMAGES
+            ));
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be > 0".into());
+        }
+        if !(self.data_fraction > 0.0 && self.data_fraction <= 1.0) {
+            return bad(format!("data_fraction must be in (0,1], got {}", self.data_fraction));
+        }
+        let subset = self.train_subset_len();
+        if self.batch > subset {
+            return bad(format!(
+                "batch {} is larger than the training subset ({} images at data_fraction {})",
+                self.batch, subset, self.data_fraction
+            ));
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return bad(format!("threads must be in 1..=256, got {}", self.threads));
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return bad(format!("momentum must be in [0,1), got {}", self.momentum));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return bad("nesterov needs momentum > 0".into());
+        }
+        finite_nonneg("weight_decay", self.weight_decay)?;
+        finite_nonneg("peak_lr", self.peak_lr)?;
+        finite_nonneg("warmup_epochs", self.warmup_epochs)?;
+        finite_nonneg("poly_power", self.poly_power)?;
+        finite_nonneg("lars_eps", self.lars_eps)?;
+        if self.optimizer == OptimizerKind::Lars && !(self.lars_eta.is_finite() && self.lars_eta > 0.0) {
+            return bad(format!("lars_eta must be finite and > 0, got {}", self.lars_eta));
+        }
+        match self.loss_scale {
+            LossScale::Static { factor } => {
+                if !(factor.is_finite() && factor > 0.0) {
+                    return bad(format!("static loss scale must be finite and > 0, got {factor}"));
+                }
+            }
+            LossScale::Dynamic { init, growth_interval } => {
+                if !(init.is_finite() && init > 0.0) {
+                    return bad(format!("dynamic loss scale init must be finite and > 0, got {init}"));
+                }
+                if growth_interval == 0 {
+                    return bad("dynamic loss scale growth_interval must be >= 1".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of training images used per epoch (`data_fraction` of 60,000, at least 1).
+    pub fn train_subset_len(&self) -> usize {
+        let n = (self.data_fraction * crate::data::TRAIN_IMAGES as f64).floor();
+        if n.is_finite() {
+            (n as usize).clamp(1, crate::data::TRAIN_IMAGES)
+        } else {
+            1
+        }
+    }
+
+    /// Optimiser steps per epoch (the last batch of an epoch may be smaller).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_subset_len().div_ceil(self.batch.max(1))
+    }
+}
+
+impl Default for TrainConfig {
+    /// `proxy_default` reading from the system Fashion-MNIST folder.
+    fn default() -> Self {
+        Self::proxy_default(crate::data::FASHION_MNIST_DIR)
+    }
+}

@@ -1,0 +1,128 @@
+//! Background input pipeline: a producer thread shuffles, gathers and normalises the next
+//! batches into contiguous buffers while the compute threads work on the current one.
+
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{normalisation_table, Dataset, PIXELS};
+use crate::error::TrainError;
+
+/// RNG stream used to pick the training subset (independent of init and dropout streams).
+const SUBSET_STREAM: u64 = 1;
+/// RNG stream used for the per-epoch reshuffle.
+const SHUFFLE_STREAM: u64 = 2;
+/// Batches prepared ahead of the compute (bounded so memory stays small at large batch).
+const CAPACITY: usize = 3;
+
+/// One training batch, normalised, in NHWC (= N x 784 for one channel).
+#[derive(Debug)]
+pub struct Batch {
+    /// 0-based epoch this batch belongs to.
+    pub epoch: u32,
+    /// Number of images in this batch.
+    pub len: usize,
+    /// `len * 784` normalised pixels.
+    pub images: Vec<f32>,
+    /// `len` labels.
+    pub labels: Vec<u8>,
+}
+
+/// The seeded-shuffled first `len` indices of the training set.
+pub fn subset_indices(seed: u64, len: usize) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(SUBSET_STREAM);
+    let mut all: Vec<u32> = (0..super::TRAIN_IMAGES as u32).collect();
+    all.shuffle(&mut rng);
+    all.truncate(len.min(super::TRAIN_IMAGES));
+    all
+}
+
+/// Handle on the producer thread; yields batches in a deterministic order.
+pub struct Pipeline {
+    rx: Option<Receiver<Batch>>,
+    recycle: Sender<(Vec<f32>, Vec<u8>)>,
+    handle: Option<JoinHandle<()>>,
+    waited: Duration,
+}
+
+impl Pipeline {
+    /// Starts producing `epochs` epochs of `batch`-sized batches over `subset` (reshuffled every epoch).
+    pub fn start(data: Arc<Dataset>, subset: Vec<u32>, batch: usize, epochs: u32, seed: u64) -> Result<Pipeline, TrainError> {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(CAPACITY);
+        let (recycle, recycled) = mpsc::channel::<(Vec<f32>, Vec<u8>)>();
+        let handle = std::thread::Builder::new()
+            .name("jizhi-input".into())
+            .spawn(move || produce(&data, subset, batch.max(1), epochs, seed, &tx, &recycled))
+            .map_err(|e| TrainError::Internal(format!("cannot spawn the input thread: {e}")))?;
+        Ok(Pipeline { rx: Some(rx), recycle, handle: Some(handle), waited: Duration::ZERO })
+    }
+
+    /// The next batch, or `None` once every epoch has been delivered.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        let t0 = Instant::now();
+        let b = self.rx.as_ref()?.recv().ok();
+        self.waited += t0.elapsed();
+        b
+    }
+
+    /// Hands a consumed batch's buffers back to the producer to avoid re-allocating them.
+    pub fn recycle(&self, b: Batch) {
+        // The producer may already be done; then the buffers are simply dropped.
+        let _ = self.recycle.send((b.images, b.labels));
+    }
+
+    /// Total time spent blocked in `next_batch` so far.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the producer's next send fail, so it stops early.
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Producer loop: runs on the input thread.
+fn produce(
+    data: &Dataset,
+    mut order: Vec<u32>,
+    batch: usize,
+    epochs: u32,
+    seed: u64,
+    tx: &SyncSender<Batch>,
+    recycled: &Receiver<(Vec<f32>, Vec<u8>)>,
+) {
+    let table = normalisation_table();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(SHUFFLE_STREAM);
+    for epoch in 0..epochs {
+        order.shuffle(&mut rng);
+        for idx in order.chunks(batch) {
+            let (mut images, mut labels) = recycled.try_recv().unwrap_or_default();
+            images.resize(idx.len() * PIXELS, 0.0);
+            labels.resize(idx.len(), 0);
+            for ((&i, dst), lab) in idx.iter().zip(images.chunks_exact_mut(PIXELS)).zip(labels.iter_mut()) {
+                let i = i as usize;
+                let src = &data.train_images[i * PIXELS..(i + 1) * PIXELS];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = table[s as usize];
+                }
+                *lab = data.train_labels[i];
+            }
+            if tx.send(Batch { epoch, len: idx.len(), images, labels }).is_err() {
+                return; // consumer stopped (divergence or error)
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Rectified linear unit.
+
+/// `y = max(x, 0)`.
+pub fn forward(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v.max(0.0);
+    }
+}
+
+/// In place: `grad` holds dL/dy on entry and dL/dx on return; `y` is the forward output.
+pub fn backward(y: &[f32], grad: &mut [f32]) {
+    for (g, &v) in grad.iter_mut().zip(y) {
+        // the gradient at exactly 0 is taken as 0, as in PyTorch
+        *g = if v > 0.0 { *g } else { 0.0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
+
+    #[test]
+    fn relu_backward_matches_finite_differences() {
+        // keep inputs away from the kink so the finite difference is valid
+        let x: Vec<f32> = rand_vec(21, 200, 1.0).iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v }).collect();
+        let r = rand_vec(22, 200, 1.0);
+        let f = |x: &[f32]| {
+            let mut y = vec![0.0; x.len()];
+            forward(x, &mut y);
+            y
+        };
+        let y = f(&x);
+        let mut g = r.clone();
+        backward(&y, &mut g);
+        assert_close(&g, &numeric_grad(&x, &r, f), 1e-2, "relu dx");
+    }
+}

@@ -1,0 +1,31 @@
+//! Mixed-precision LARS trainer used by every jizhi-tune trial.
+//!
+//! Trains the 28x28 proxy of AlexNet-BN on Fashion-MNIST on the CPU with explicit
+//! forward/backward layers (im2col + `gemm`, NHWC), emulating GPU half-precision training
+//! (fp16 / bf16 with fp32 master weights and loss scaling, or naive fp16), momentum SGD or
+//! LARS, warmup + polynomial decay, and gradient-fusion bucketing. Results are bit-identical
+//! for the same configuration (seed and thread count included).
+//!
+//! Entry point: [`train`].
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod fusion;
+pub mod layers;
+pub mod linalg;
+pub mod model;
+pub mod optim;
+pub mod parallel;
+pub mod params;
+pub mod precision;
+pub mod report;
+pub mod scaler;
+pub mod schedule;
+mod train;
+
+pub use config::{LossScale, ModelKind, OptimizerKind, Precision, TrainConfig};
+pub use error::TrainError;
+pub use params::{ParamInfo, ParamKind};
+pub use report::{EpochReport, TrainOutcome};
+pub use train::{allreduce_calls_per_step, train};

@@ -1,0 +1,154 @@
+//! Deterministic data parallelism over a batch: the batch is split into `threads` contiguous
+//! ranges (always the same split for the same size), each range runs on its own scoped thread,
+//! and per-thread partial results come back in range order so reductions are reproducible.
+
+use std::ops::Range;
+
+/// A fixed number of compute threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Par {
+    threads: usize,
+}
+
+impl Par {
+    /// Uses `threads` threads (at least one).
+    pub fn new(threads: usize) -> Par {
+        Par { threads: threads.max(1) }
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Splits `0..n` into at most `threads` non-empty contiguous ranges of near-equal size.
+    pub fn ranges(&self, n: usize) -> Vec<Range<usize>> {
+        let parts = self.threads.min(n).max(1);
+        let base = n / parts;
+        let extra = n % parts;
+        let mut out = Vec::with_capacity(parts);
+        let mut start = 0;
+        for i in 0..parts {
+            let len = base + usize::from(i < extra);
+            out.push(start..start + len);
+            start += len;
+        }
+        out
+    }
+
+    /// Runs `f` on every item, one item per thread (the first on the calling thread),
+    /// and returns the results in item order.
+    pub fn run<I: Send, R: Send>(&self, items: Vec<I>, f: impl Fn(I) -> R + Sync) -> Vec<R> {
+        if items.len() <= 1 {
+            return items.into_iter().map(&f).collect();
+        }
+        let f = &f;
+        std::thread::scope(|s| {
+            let mut it = items.into_iter();
+            let first = it.next();
+            let handles: Vec<_> = it.map(|item| s.spawn(move || f(item))).collect();
+            let mut out = Vec::with_capacity(handles.len() + 1);
+            if let Some(first) = first {
+                out.push(f(first));
+            }
+            for h in handles {
+                match h.join() {
+                    Ok(r) => out.push(r),
+                    // A worker panic is a bug; re-raise it on the caller rather than hide it.
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            out
+        })
+    }
+
+    /// Splits `0..n` into ranges and runs `f(range, part)` where `part` is the matching
+    /// piece of `out` (`stride` elements per index).
+    pub fn run_split<T: Send, R: Send>(
+        &self,
+        n: usize,
+        out: &mut [T],
+        stride: usize,
+        f: impl Fn(Range<usize>, &mut [T]) -> R + Sync,
+    ) -> Vec<R> {
+        let ranges = self.ranges(n);
+        let parts = split_mut(out, &ranges, stride);
+        self.run(ranges.into_iter().zip(parts).collect(), |(r, p)| f(r, p))
+    }
+
+    /// Like `run_split` with two outputs split the same way.
+    pub fn run_split2<T: Send, U: Send, R: Send>(
+        &self,
+        n: usize,
+        out1: &mut [T],
+        stride1: usize,
+        out2: &mut [U],
+        stride2: usize,
+        f: impl Fn(Range<usize>, &mut [T], &mut [U]) -> R + Sync,
+    ) -> Vec<R> {
+        let ranges = self.ranges(n);
+        let p1 = split_mut(out1, &ranges, stride1);
+        let p2 = split_mut(out2, &ranges, stride2);
+        let items: Vec<_> = ranges.into_iter().zip(p1).zip(p2).map(|((r, a), b)| (r, a, b)).collect();
+        self.run(items, |(r, a, b)| f(r, a, b))
+    }
+
+    /// Runs `f(range)` for read-only work and returns per-range results in order.
+    pub fn run_ranges<R: Send>(&self, n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
+        self.run(self.ranges(n), f)
+    }
+}
+
+/// Cuts `s` into consecutive pieces of `range.len() * stride` elements.
+pub fn split_mut<'a, T>(mut s: &'a mut [T], ranges: &[Range<usize>], stride: usize) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let len = (r.len() * stride).min(s.len());
+        let (head, tail) = std::mem::take(&mut s).split_at_mut(len);
+        out.push(head);
+        s = tail;
+    }
+    out
+}
+
+/// Adds per-thread partial vectors into `dst` in thread order (the fixed order keeps results reproducible).
+pub fn reduce_into(dst: &mut [f32], parts: &[Vec<f32>]) {
+    for p in parts {
+        for (d, &v) in dst.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+}
+
+/// Element-wise sum of per-thread f64 partials in thread order.
+pub fn reduce_f64(parts: &[Vec<f64>], len: usize) -> Vec<f64> {
+    let mut acc = vec![0.0f64; len];
+    for p in parts {
+        for (a, &v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_everything_in_order() {
+        let p = Par::new(3);
+        assert_eq!(p.ranges(10), vec![0..4, 4..7, 7..10]);
+        assert_eq!(p.ranges(2), vec![0..1, 1..2]);
+        assert_eq!(p.ranges(0), vec![0..0]);
+        let mut out = vec![0usize; 20];
+        let r = p.run_split(10, &mut out, 2, |r, part| {
+            for (k, v) in part.iter_mut().enumerate() {
+                *v = r.start * 2 + k;
+            }
+            r.len()
+        });
+        assert_eq!(r, vec![4, 3, 3]);
+        assert_eq!(out, (0..20).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,160 @@
+//! Command-line interface: the commands, their options and help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Finds the hyperparameters that let very large batches train to full accuracy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "jizhi-tune",
+    version,
+    about = "Coarse-to-fine hyperparameter search for very large batch training",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  \
+        jizhi-tune search-spaces/alexnet64k.toml              run the study (or resume it)\n  \
+        jizhi-tune search-spaces/smoke.toml --headless --fresh\n  \
+        jizhi-tune plan search-spaces/alexnet64k.toml         check a file and print the plan\n  \
+        jizhi-tune show search-spaces/alexnet64k.toml         trials and best configuration\n  \
+        jizhi-tune export runs/alexnet64k --format csv        every trial and epoch"
+)]
+pub struct Cli {
+    /// Search-space file of the study to run or resume.
+    #[arg(value_name = "SPACE.toml", required = true)]
+    pub space: Option<PathBuf>,
+
+    /// Options of a study run.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// A command other than running a study.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options of `jizhi-tune SPACE.toml`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Store folder of the study [default: runs/<study name>/].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print one line per trial event instead of the dashboard.
+    #[arg(long)]
+    pub headless: bool,
+    /// Trials run at the same time [default: number of cores / threads per trial].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<usize>,
+    /// Compute threads of each trial.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads_per_trial: usize,
+    /// Seed of the study [default: study.seed from the file].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Start over: the old store is moved aside (never deleted).
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// The commands besides running a study.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one trial and print one JSON object per line (per epoch, then a final record).
+    #[command(after_help = "Example:\n  jizhi-tune trial --batch 256 --epochs 2 --lr 0.1 --optimizer sgd")]
+    Trial(TrialArgs),
+    /// Export every trial with its parameters, status and per-epoch metrics.
+    #[command(after_help = "Examples:\n  jizhi-tune export runs/smoke --format json > trials.json\n  \
+        jizhi-tune export search-spaces/smoke.toml --format csv")]
+    Export {
+        /// A store folder or the study's search-space file.
+        #[arg(value_name = "STORE|SPACE.toml")]
+        target: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+    },
+    /// Show a table of trials and the best configuration per batch size.
+    #[command(after_help = "Example:\n  jizhi-tune show search-spaces/alexnet64k.toml")]
+    Show {
+        /// A store folder or the study's search-space file.
+        #[arg(value_name = "STORE|SPACE.toml")]
+        target: PathBuf,
+    },
+    /// Validate a search-space file and print the planned stages, without running anything.
+    #[command(after_help = "Example:\n  jizhi-tune plan search-spaces/alexnet64k.toml")]
+    Plan {
+        /// The search-space file.
+        #[arg(value_name = "SPACE.toml")]
+        space: PathBuf,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An array of trial objects.
+    Json,
+    /// One row per trial epoch.
+    Csv,
+}
+
+/// Options of `jizhi-tune trial`: one training run of the trainer.
+#[derive(Debug, Args, Clone)]
+pub struct TrialArgs {
+    /// Model.
+    #[arg(long, default_value = "alexnet-bn-proxy")]
+    pub model: String,
+    /// Leave out the extra BN after pool5.
+    #[arg(long)]
+    pub no_bn5: bool,
+    /// Data folder (Fashion-MNIST IDX files).
+    #[arg(long, default_value = jizhi_trainer::data::FASHION_MNIST_DIR)]
+    pub data_dir: PathBuf,
+    /// Global batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: u32,
+    /// Fraction of the training set used.
+    #[arg(long, default_value_t = 1.0)]
+    pub data_fraction: f64,
+    /// Precision: fp32, fp16, bf16 or fp16-naive.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// Optimiser: sgd or lars.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// LARS trust coefficient.
+    #[arg(long, default_value_t = 0.01)]
+    pub lars_eta: f64,
+    /// Momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Apply weight decay (and LARS) to bias and BN parameters too.
+    #[arg(long)]
+    pub decay_bias_and_bn: bool,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Linear warmup epochs.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Power of the polynomial decay.
+    #[arg(long, default_value_t = 2.0)]
+    pub poly_power: f64,
+    /// Loss scale: a number or `dynamic`.
+    #[arg(long, default_value = "dynamic")]
+    pub loss_scale: String,
+    /// Gradient fusion threshold in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub fusion_threshold_bytes: u64,
+    /// Compute threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

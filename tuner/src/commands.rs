@@ -1,0 +1,155 @@
+//! One function per command: validate the input fully, then act.
+
+use crate::cli::{Cli, Command, ExportFormat, RunArgs};
+use crate::plan::{self, DataPlan, Stage};
+use crate::space::{self, SearchSpace, SpaceError};
+use crate::study::{self, RunPlan};
+use crate::{format, report, strategy};
+use anyhow::{bail, Context, Result};
+use jizhi_store::Store;
+use std::path::Path;
+
+/// Input the user must fix (a bad file or option); exits with code 2 and nothing written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(String);
+
+/// Whether an error is bad input (exit code 2) rather than a failure while working.
+pub fn is_bad_input(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<SpaceError>().is_some()
+        || e.downcast_ref::<BadInput>().is_some()
+        || e.downcast_ref::<plan::PlanError>().is_some()
+}
+
+/// Runs the command the command line names.
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Trial(args)) => crate::trial::run(&args),
+        Some(Command::Plan { space }) => plan_command(&space),
+        Some(Command::Show { target }) => show(&target),
+        Some(Command::Export { target, format }) => export(&target, format),
+        None => {
+            let space = cli.space.context("a search-space file is required (see --help)")?;
+            run(&space, &cli.run)
+        }
+    }
+}
+
+/// Checks that the data set is installed, with the fix in the message.
+fn check_data(data: &DataPlan) -> Result<()> {
+    let missing: Vec<&str> = jizhi_trainer::data::FILES
+        .iter()
+        .copied()
+        .filter(|f| !data.dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(BadInput(format!(
+            "the embedded default data set is missing from {} ({}); install it with \
+             `sudo apt-get install dataset-fashion-mnist`",
+            data.dir.display(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Loads a space and derives its data plan, checking the model is available.
+fn load_runnable(path: &Path) -> Result<(SearchSpace, DataPlan)> {
+    let space = space::load(path)?;
+    let data = DataPlan::for_space(&space)?;
+    // Building one trial configuration proves the model and settings are runnable here.
+    if let Some(spec) = study::coarse_specs(&space, &data).first() {
+        plan::train_config(&space, &data, spec, 1, 0)?;
+    }
+    Ok((space, data))
+}
+
+fn run(path: &Path, args: &RunArgs) -> Result<()> {
+    let (space, data) = load_runnable(path)?;
+    check_data(&data)?;
+    if args.threads_per_trial == 0 {
+        bail!(BadInput("--threads-per-trial must be at least 1".into()));
+    }
+    if args.max_concurrent == Some(0) {
+        bail!(BadInput("--max-concurrent must be at least 1".into()));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let store_dir = args.store.clone().unwrap_or_else(|| study::default_store_dir(&space));
+    if !args.headless && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!("(the live dashboard is not built yet: progress is printed line by line)");
+    }
+    let seed = args.seed.unwrap_or(space.study.seed);
+    let plan = RunPlan {
+        max_concurrent: args.max_concurrent.unwrap_or((cores / args.threads_per_trial).max(1)),
+        threads: args.threads_per_trial,
+        space,
+        data,
+        store_dir,
+        seed,
+    };
+    study::run(plan, args.fresh)
+}
+
+fn plan_command(path: &Path) -> Result<()> {
+    let (space, data) = load_runnable(path)?;
+    println!("study {} ({} parameters searched)", space.study.name, space.params.len());
+    println!("{}", data.describe(&space));
+    println!("searched parameters (coarse grid values):");
+    for p in &space.params {
+        let values: Vec<String> = strategy::coarse_values(p).iter().map(|v| v.to_string()).collect();
+        println!("  {:<22} {}", p.name, values.join(", "));
+    }
+    for (name, value) in &space.fixed {
+        println!("  {:<22} fixed at {value}", name);
+    }
+    let coarse = study::coarse_specs(&space, &data);
+    let refine = space.batches.len() * space.stages.refine_points as usize;
+    let mut total = 0.0;
+    for (stage, trials) in [(Stage::Coarse, coarse.len()), (Stage::Refine, refine)] {
+        let (epochs, fraction) = plan::fidelity(&space, stage);
+        let images = plan::trial_images(&space, &data, stage) * trials as f64;
+        total += images;
+        println!(
+            "stage {:<6}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
+            stage.as_str(),
+            trials,
+            trials / space.batches.len().max(1),
+            epochs,
+            format::percent(fraction),
+            images / 1e6
+        );
+    }
+    println!("total budget: {:.2} M training images (plus one evaluation per epoch)", total / 1e6);
+    Ok(())
+}
+
+fn open_existing(target: &Path) -> Result<(Store, Option<SearchSpace>)> {
+    let dir = study::resolve_store(target)?;
+    if !Store::exists(&dir) {
+        bail!(BadInput(format!("no study store at {}", dir.display())));
+    }
+    let store = Store::open(&dir)?;
+    let space = match store.study()? {
+        Some(study) => Some(space::parse(&dir.join("<stored search space>"), &study.space_text)?),
+        None => None,
+    };
+    Ok((store, space))
+}
+
+fn show(target: &Path) -> Result<()> {
+    let (store, space) = open_existing(target)?;
+    let space = space.context("the store holds no study yet")?;
+    let data = DataPlan::for_space(&space)?;
+    print!("{}", report::table(&space, &data, &store.trials()?));
+    Ok(())
+}
+
+fn export(target: &Path, format: ExportFormat) -> Result<()> {
+    let (store, _) = open_existing(target)?;
+    let trials = store.trials()?;
+    match format {
+        ExportFormat::Json => println!("{}", report::export_json(&trials)?),
+        ExportFormat::Csv => print!("{}", report::export_csv(&trials)),
+    }
+    Ok(())
+}

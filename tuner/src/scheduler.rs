@@ -1,0 +1,243 @@
+//! Runs trials as child processes, at most N at a time, and records their progress in the store.
+//!
+//! Each trial is `jizhi-tune trial ...` of our own executable. Its stdout JSON lines are parsed as
+//! they come; every state change is durable in the store before the scheduler moves on, so a kill
+//! of the tuner at any moment loses no finished trial.
+
+use crate::trial::TrialLine;
+use anyhow::{Context, Result};
+use jizhi_store::{EpochMetrics, Event, Store, TrialRecord, TrialStatus};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Lines of a failed trial's stderr kept as its error.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A trial ready to run: its record and the `trial` command line.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The record as planned (status is updated as it runs).
+    pub record: TrialRecord,
+    /// Arguments after the executable.
+    pub args: Vec<String>,
+    /// Epochs the trial will run.
+    pub epochs: u32,
+}
+
+/// Something that happened to a trial, reported in order of occurrence.
+#[derive(Debug, Clone)]
+pub enum TrialEvent {
+    /// The trial process started.
+    Started(TrialRecord),
+    /// An epoch finished.
+    Epoch {
+        /// The trial.
+        record: TrialRecord,
+        /// Its metrics.
+        metrics: EpochMetrics,
+        /// Epochs planned.
+        of: u32,
+    },
+    /// The trial ended (finished, diverged or failed); the record holds the outcome.
+    Ended(TrialRecord),
+}
+
+/// Runs `jobs` with at most `max_concurrent` at once, calling `on_event` for every trial event.
+pub async fn run_jobs(
+    store: Arc<Store>,
+    exe: PathBuf,
+    jobs: Vec<Job>,
+    max_concurrent: usize,
+    on_event: &mut dyn FnMut(&TrialEvent),
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<TrialEvent>();
+    let mut queue: VecDeque<Job> = jobs.into();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < max_concurrent.max(1) {
+            let Some(job) = queue.pop_front() else { break };
+            running.spawn(run_one(store.clone(), exe.clone(), job, tx.clone()));
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(event) = rx.recv() => on_event(&event),
+            Some(done) = running.join_next() => {
+                done.context("a trial task panicked")??;
+                // Report what the finished task sent before starting the next one.
+                while let Ok(event) = rx.try_recv() {
+                    on_event(&event);
+                }
+            }
+        }
+    }
+    while let Ok(event) = rx.try_recv() {
+        on_event(&event);
+    }
+    Ok(())
+}
+
+/// Runs a store call off the async thread.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, jizhi_store::StoreError> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&store)).await.context("store task panicked")??)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn log(store: &Arc<Store>, id: u64, kind: &str, detail: String) -> Result<()> {
+    let event = Event { unix_ms: now_ms(), trial_id: Some(id), kind: kind.into(), detail };
+    blocking(store, move |s| s.log_event(&event)).await
+}
+
+/// Runs one trial to its end; store errors are returned (they stop the study), trial failures are recorded.
+async fn run_one(store: Arc<Store>, exe: PathBuf, job: Job, tx: mpsc::UnboundedSender<TrialEvent>) -> Result<()> {
+    let mut record = job.record;
+    let id = record.id;
+    record.status = TrialStatus::Running;
+    record.attempts += 1;
+    record.error = None;
+    record.epochs.clear();
+    let r = record.clone();
+    blocking(&store, move |s| {
+        s.clear_epochs(id)?;
+        s.put_trial(&r)
+    })
+    .await?;
+    log(&store, id, "started", format!("attempt {}", record.attempts)).await?;
+    let _ = tx.send(TrialEvent::Started(record.clone()));
+
+    let mut command = tokio::process::Command::new(&exe);
+    command.args(&job.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.kill_on_drop(true);
+    die_with_parent(&mut command);
+    let outcome = match command.spawn() {
+        Ok(child) => follow(&store, child, &mut record, job.epochs, &tx).await?,
+        Err(e) => Outcome::Failed(format!("could not start {}: {e}", exe.display())),
+    };
+    match outcome {
+        Outcome::Finished(last) => {
+            record.final_val_top1 = Some(last.final_val_top1);
+            record.wall_secs = Some(last.wall_secs);
+            record.status = match last.diverged {
+                Some(reason) => {
+                    record.error = Some(format!("diverged: {reason}"));
+                    TrialStatus::Diverged
+                }
+                None => TrialStatus::Finished,
+            };
+        }
+        Outcome::Failed(error) => {
+            record.status = TrialStatus::Failed;
+            record.error = Some(error);
+        }
+    }
+    let r = record.clone();
+    blocking(&store, move |s| s.put_trial(&r)).await?;
+    let detail = record.error.clone().unwrap_or_default();
+    log(&store, id, status_word(record.status), detail).await?;
+    let _ = tx.send(TrialEvent::Ended(record));
+    Ok(())
+}
+
+/// The store's word for a status.
+pub fn status_word(status: TrialStatus) -> &'static str {
+    match status {
+        TrialStatus::Planned => "planned",
+        TrialStatus::Running => "running",
+        TrialStatus::Finished => "finished",
+        TrialStatus::Failed => "failed",
+        TrialStatus::Diverged => "diverged",
+    }
+}
+
+enum Outcome {
+    Finished(crate::trial::FinalRecord),
+    Failed(String),
+}
+
+/// Reads a running trial's progress lines until it exits.
+async fn follow(
+    store: &Arc<Store>,
+    mut child: tokio::process::Child,
+    record: &mut TrialRecord,
+    epochs: u32,
+    tx: &mpsc::UnboundedSender<TrialEvent>,
+) -> Result<Outcome> {
+    let stdout = child.stdout.take().context("trial stdout")?;
+    let stderr = child.stderr.take().context("trial stderr")?;
+    let tail = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        Vec::from(tail).join("\n")
+    });
+    let mut last = None;
+    let mut bad_line = None;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.context("reading trial output")? {
+        match serde_json::from_str::<TrialLine>(&line) {
+            Ok(TrialLine::Epoch(e)) => {
+                let metrics = EpochMetrics {
+                    epoch: e.epoch,
+                    step: e.step,
+                    train_loss: e.train_loss,
+                    val_top1: e.val_top1,
+                    images_per_sec: e.images_per_sec,
+                    loss_scale: e.loss_scale,
+                    skipped_steps: e.skipped_steps,
+                    wall_secs: e.wall_secs,
+                };
+                let (id, m) = (record.id, metrics.clone());
+                blocking(store, move |s| s.put_epoch(id, &m)).await?;
+                record.epochs.push(metrics.clone());
+                let _ = tx.send(TrialEvent::Epoch { record: record.clone(), metrics, of: epochs });
+            }
+            Ok(TrialLine::Final(f)) => last = Some(f),
+            Err(e) => {
+                bad_line.get_or_insert(format!("unreadable progress line `{line}`: {e}"));
+            }
+        }
+    }
+    let status = child.wait().await.context("waiting for a trial")?;
+    let stderr_tail = tail.await.unwrap_or_default();
+    Ok(match (status.success(), last, bad_line) {
+        (true, Some(last), None) => Outcome::Finished(last),
+        (_, _, Some(bad)) => Outcome::Failed(bad),
+        (ok, _, None) => {
+            let how = if ok { "exited without a final record".to_string() } else { format!("exited with {status}") };
+            Outcome::Failed(if stderr_tail.is_empty() { how } else { format!("{how}: {stderr_tail}") })
+        }
+    })
+}
+
+/// Makes the kernel kill the trial if the tuner dies (even by SIGKILL), so no orphan trains on.
+fn die_with_parent(command: &mut tokio::process::Command) {
+    // SAFETY: prctl is async-signal-safe and the closure touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,213 @@
+//! Search-space files: parsing, validation and the validated model the planner works from.
+//!
+//! Every problem becomes one [`SpaceError`] naming the file, line and key; nothing is written to
+//! disk before a file has passed validation.
+
+mod error;
+mod locate;
+mod schema;
+mod validate;
+
+pub use error::SpaceError;
+pub use validate::parse;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A validated search space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSpace {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The file's exact text (stored with the study to detect drift).
+    pub text: String,
+    /// Name, objective and seed.
+    pub study: Study,
+    /// The fixed training setup.
+    pub trainer: TrainerSetup,
+    /// Nominal global batch sizes, in ladder order.
+    pub batches: Vec<u64>,
+    /// Searched parameters, in the order of [`KNOWN_PARAMS`] (most influential first).
+    pub params: Vec<Param>,
+    /// Values of the known parameters that are not searched.
+    pub fixed: Vec<(String, ParamValue)>,
+    /// Stage sizes and fidelities.
+    pub stages: Stages,
+}
+
+/// `[study]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Study {
+    /// Plain file name used for the default store folder.
+    pub name: String,
+    /// What a trial is ranked by.
+    pub objective: Objective,
+    /// Target validation top-1 in [0,1], if any.
+    pub target_top1: Option<f64>,
+    /// Seed of every trial and proposal.
+    pub seed: u64,
+}
+
+/// What ranks trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Highest final validation top-1.
+    MaxValTop1,
+    /// Least wall time to reach `target_top1` (then accuracy for those that never do).
+    TimeToTarget,
+}
+
+/// Nominal model of the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelName {
+    /// AlexNet with batch norm (You et al. 2017) plus BN after pool5.
+    AlexnetBn,
+    /// ResNet-50 with zero-initialised last BN gamma per block.
+    Resnet50,
+}
+
+impl ModelName {
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::AlexnetBn => "alexnet-bn",
+            ModelName::Resnet50 => "resnet50",
+        }
+    }
+}
+
+/// `[trainer]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerSetup {
+    /// Nominal model.
+    pub model: ModelName,
+    /// ImageNet folder, when one is configured (key or `JIZHI_IMAGENET_DIR`).
+    pub imagenet_dir: Option<PathBuf>,
+    /// Epochs of a full-fidelity run; shorter stages compress the schedule into their epochs.
+    pub epochs: u32,
+    /// Numeric precision of every trial.
+    pub precision: jizhi_trainer::Precision,
+    /// Optimiser of every trial.
+    pub optimizer: jizhi_trainer::OptimizerKind,
+    /// LARS trust coefficient (when not searched).
+    pub lars_eta: f64,
+    /// Momentum (when not searched).
+    pub momentum: f64,
+    /// Weight decay (when not searched).
+    pub weight_decay: f64,
+    /// Whether bias and BN parameters get weight decay too.
+    pub decay_bias_and_bn: bool,
+    /// Nominal data-parallel ranks.
+    pub ranks: u32,
+    /// Power of the polynomial decay.
+    pub poly_power: f64,
+    /// Whether the extra BN after pool5 is present.
+    pub bn5: bool,
+}
+
+/// A parameter value: a number or a word such as `dynamic`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A number.
+    Num(f64),
+    /// A word.
+    Text(String),
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Num(v) => write!(f, "{}", crate::format::short_number(*v)),
+            ParamValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// How a range is stepped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Additive steps.
+    Linear,
+    /// Multiplicative steps (step is a factor > 1).
+    Log,
+}
+
+/// The values a parameter may take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Domain {
+    /// A numeric range.
+    Range {
+        /// Linear or log stepping.
+        scale: Scale,
+        /// Lower bound.
+        min: f64,
+        /// Upper bound.
+        max: f64,
+        /// Round to whole numbers.
+        integer: bool,
+        /// Grid step of the coarse stage.
+        coarse_step: f64,
+        /// Neighbourhood step of the refine stage.
+        fine_step: f64,
+    },
+    /// An ordered list of values.
+    Values {
+        /// The values in file order.
+        values: Vec<ParamValue>,
+        /// Index stride of the coarse grid.
+        coarse_step: usize,
+        /// Index distance of refine neighbours.
+        fine_step: usize,
+    },
+}
+
+/// One searched parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// A name from [`KNOWN_PARAMS`].
+    pub name: String,
+    /// Its values.
+    pub domain: Domain,
+}
+
+/// Stage sizes and fidelities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stages {
+    /// Coarse points per batch size.
+    pub coarse_points: u32,
+    /// Epochs of a coarse trial.
+    pub coarse_epochs: u32,
+    /// Fraction of the training set a coarse trial uses.
+    pub coarse_fraction: f64,
+    /// Best coarse results to refine around, per batch size.
+    pub refine_top_k: u32,
+    /// Refine trials per batch size.
+    pub refine_points: u32,
+    /// Epochs of a refine trial.
+    pub refine_epochs: u32,
+    /// Fraction of the training set a refine trial uses.
+    pub refine_fraction: f64,
+}
+
+/// The parameters a trial knows how to apply, with their defaults when not searched.
+pub const KNOWN_PARAMS: &[(&str, &str)] = &[
+    ("peak_lr", "1.0"),
+    ("warmup_epochs", "0.5"),
+    ("loss_scale", "\"dynamic\""),
+    ("fusion_threshold_mib", "64"),
+    ("lars_eta", "from trainer.lars_eta"),
+    ("momentum", "from trainer.momentum"),
+    ("weight_decay", "from trainer.weight_decay"),
+];
+
+/// Reads and validates a search-space file.
+pub fn load(path: &Path) -> Result<SearchSpace, SpaceError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpaceError {
+        file: path.to_path_buf(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &text)
+}

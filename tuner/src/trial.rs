@@ -1,0 +1,206 @@
+//! `jizhi-tune trial`: one training run whose progress goes to stdout as JSON lines.
+//!
+//! The tuner runs every trial as a child process of its own executable with this command, so a
+//! crashing trial cannot take the tuner down and a cluster launcher can run the very same command.
+
+use crate::cli::TrialArgs;
+use anyhow::{bail, Context, Result};
+use jizhi_trainer::{EpochReport, LossScale, ModelKind, OptimizerKind, Precision, TrainConfig};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+/// Dynamic loss scaling as PyTorch's GradScaler starts it: 2^16, doubled after 2000 clean steps.
+pub const DYNAMIC_LOSS_SCALE: LossScale = LossScale::Dynamic { init: 65536.0, growth_interval: 2000 };
+
+/// One line of a trial's stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum TrialLine {
+    /// An epoch finished and was evaluated.
+    Epoch(EpochReport),
+    /// The trial finished.
+    Final(FinalRecord),
+}
+
+/// The last line of a finished trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    /// Validation top-1 after the last epoch.
+    pub final_val_top1: f64,
+    /// Best validation top-1 of any epoch.
+    pub best_val_top1: f64,
+    /// Why training stopped early, if it diverged.
+    pub diverged: Option<String>,
+    /// Collective calls per step under the fusion threshold.
+    pub allreduce_calls_per_step: u64,
+    /// Wall time of the whole run.
+    pub wall_secs: f64,
+}
+
+fn precision(s: &str) -> Result<Precision> {
+    Ok(match s {
+        "fp32" => Precision::Fp32,
+        "fp16" => Precision::Fp16,
+        "bf16" => Precision::Bf16,
+        "fp16-naive" => Precision::Fp16Naive,
+        other => bail!("--precision: unknown `{other}`, expected fp32, fp16, bf16 or fp16-naive"),
+    })
+}
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::Fp32 => "fp32",
+        Precision::Fp16 => "fp16",
+        Precision::Bf16 => "bf16",
+        Precision::Fp16Naive => "fp16-naive",
+    }
+}
+
+impl TrialArgs {
+    /// The trainer configuration these options describe.
+    pub fn to_config(&self) -> Result<TrainConfig> {
+        let mut cfg = TrainConfig::proxy_default(self.data_dir.clone());
+        cfg.model = match self.model.as_str() {
+            "alexnet-bn-proxy" => ModelKind::AlexnetBnProxy,
+            other => bail!("--model: unknown `{other}`, expected alexnet-bn-proxy"),
+        };
+        cfg.bn5 = !self.no_bn5;
+        cfg.batch = self.batch;
+        cfg.epochs = self.epochs;
+        cfg.data_fraction = self.data_fraction;
+        cfg.precision = precision(&self.precision)?;
+        cfg.optimizer = match self.optimizer.as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "lars" => OptimizerKind::Lars,
+            other => bail!("--optimizer: unknown `{other}`, expected sgd or lars"),
+        };
+        cfg.lars_eta = self.lars_eta;
+        cfg.momentum = self.momentum;
+        cfg.weight_decay = self.weight_decay;
+        cfg.decay_bias_and_bn = self.decay_bias_and_bn;
+        cfg.peak_lr = self.lr;
+        cfg.warmup_epochs = self.warmup_epochs;
+        cfg.poly_power = self.poly_power;
+        cfg.loss_scale = match self.loss_scale.as_str() {
+            "dynamic" => DYNAMIC_LOSS_SCALE,
+            n => LossScale::Static {
+                factor: n.parse().with_context(|| format!("--loss-scale: `{n}` is neither a number nor `dynamic`"))?,
+            },
+        };
+        cfg.fusion_threshold_bytes = self.fusion_threshold_bytes;
+        cfg.threads = self.threads;
+        cfg.seed = self.seed;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The `trial` command line that reproduces a configuration (what launchers run).
+pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
+    let mut args: Vec<String> = vec!["trial".into()];
+    let mut push = |k: &str, v: String| {
+        args.push(format!("--{k}"));
+        args.push(v);
+    };
+    push("model", "alexnet-bn-proxy".into());
+    push("data-dir", cfg.data_dir.display().to_string());
+    push("batch", cfg.batch.to_string());
+    push("epochs", cfg.epochs.to_string());
+    push("data-fraction", cfg.data_fraction.to_string());
+    push("precision", precision_name(cfg.precision).into());
+    push(
+        "optimizer",
+        match cfg.optimizer {
+            OptimizerKind::Sgd => "sgd".into(),
+            OptimizerKind::Lars => "lars".into(),
+        },
+    );
+    push("lars-eta", cfg.lars_eta.to_string());
+    push("momentum", cfg.momentum.to_string());
+    push("weight-decay", cfg.weight_decay.to_string());
+    push("lr", cfg.peak_lr.to_string());
+    push("warmup-epochs", cfg.warmup_epochs.to_string());
+    push("poly-power", cfg.poly_power.to_string());
+    push(
+        "loss-scale",
+        match cfg.loss_scale {
+            LossScale::Static { factor } => factor.to_string(),
+            LossScale::Dynamic { .. } => "dynamic".into(),
+        },
+    );
+    push("fusion-threshold-bytes", cfg.fusion_threshold_bytes.to_string());
+    push("threads", cfg.threads.to_string());
+    push("seed", cfg.seed.to_string());
+    if !cfg.bn5 {
+        args.push("--no-bn5".into());
+    }
+    if cfg.decay_bias_and_bn {
+        args.push("--decay-bias-and-bn".into());
+    }
+    args
+}
+
+/// Runs the trial, writing one JSON line per epoch and a final line to stdout.
+pub fn run(args: &TrialArgs) -> Result<()> {
+    let cfg = args.to_config()?;
+    let stdout = std::io::stdout();
+    let write_line = |line: &TrialLine| -> std::io::Result<()> {
+        let mut out = stdout.lock();
+        serde_json::to_writer(&mut out, line)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    let mut write_error = None;
+    let outcome = jizhi_trainer::train(&cfg, &mut |epoch: &EpochReport| {
+        if let Err(e) = write_line(&TrialLine::Epoch(epoch.clone())) {
+            write_error.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing progress to stdout");
+    }
+    write_line(&TrialLine::Final(FinalRecord {
+        final_val_top1: outcome.final_val_top1,
+        best_val_top1: outcome.best_val_top1,
+        diverged: outcome.diverged.clone(),
+        allreduce_calls_per_step: outcome.allreduce_calls_per_step,
+        wall_secs: outcome.wall_secs,
+    }))
+    .context("writing the final record to stdout")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        cmd: crate::cli::Command,
+    }
+
+    #[test]
+    fn command_line_round_trips_the_config() {
+        let mut cfg = TrainConfig::proxy_default("/data");
+        cfg.batch = 3072;
+        cfg.peak_lr = 2.5;
+        cfg.warmup_epochs = 0.25;
+        cfg.precision = Precision::Fp16;
+        cfg.optimizer = OptimizerKind::Lars;
+        cfg.loss_scale = LossScale::Static { factor: 1024.0 };
+        cfg.bn5 = false;
+        let mut argv = vec!["x".to_string()];
+        argv.extend(command_line(&cfg));
+        let parsed = match Wrapper::try_parse_from(argv) {
+            Ok(Wrapper { cmd: crate::cli::Command::Trial(t) }) => t,
+            other => panic!("not a trial command: {:?}", other.err()),
+        };
+        let back = match parsed.to_config() {
+            Ok(c) => c,
+            Err(e) => panic!("{e:#}"),
+        };
+        assert_eq!(back, cfg);
+    }
+}
