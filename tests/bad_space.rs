@@ -101,3 +101,23 @@ fn shipped_spaces_plan_cleanly() {
         assert!(stdout.contains(scaling), "{stdout}");
     }
 }
+
+#[test]
+fn missing_data_set_says_how_to_install_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = tmp.path().join("no-data-here");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    let out = run(bin()
+        .current_dir(&work)
+        .env("JIZHI_FASHION_MNIST_DIR", &empty)
+        .arg(space("smoke.toml"))
+        .arg("--headless"));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("apt-get install dataset-fashion-mnist"), "{stderr}");
+    assert!(stderr.contains(&empty.display().to_string()), "the message names the folder: {stderr}");
+    let created: Vec<_> = std::fs::read_dir(&work).expect("ls").collect();
+    assert!(created.is_empty(), "something was written: {created:?}");
+}

@@ -56,4 +56,20 @@ fn smoke_search_runs_exports_and_resumes() {
     assert!(stdout2.contains("resuming"), "{stdout2}");
     assert!(!stdout2.contains("started"), "a finished trial was rerun:\n{stdout2}");
     assert_eq!(export(&store), trials);
+
+    // --fresh starts over and keeps the old store aside, intact.
+    let fresh = run(bin()
+        .arg(space("smoke.toml"))
+        .args(["--headless", "--fresh", "--max-concurrent", "2", "--store"])
+        .arg(&store));
+    let (stdout3, stderr3) = texts(&fresh);
+    assert!(fresh.status.success(), "{stderr3}");
+    let aside = stdout3
+        .lines()
+        .find_map(|l| l.strip_prefix("--fresh: the previous store was moved to "))
+        .unwrap_or_else(|| panic!("--fresh does not say where the old store went:\n{stdout3}"));
+    assert_eq!(export(std::path::Path::new(aside)), trials, "the old store is kept as it was");
+    let again = export(&store);
+    assert_eq!(again.len(), 4);
+    assert!(again.iter().all(|t| t["status"] == "finished" && t["attempts"] == 1), "{again:#?}");
 }

@@ -45,9 +45,10 @@ fn check_data(data: &DataPlan) -> Result<()> {
     if !missing.is_empty() {
         bail!(BadInput(format!(
             "the embedded default data set is missing from {} ({}); install it with \
-             `sudo apt-get install dataset-fashion-mnist`",
+             `sudo apt-get install dataset-fashion-mnist` (or point {} at a folder holding them)",
             data.dir.display(),
-            missing.join(", ")
+            missing.join(", "),
+            plan::FASHION_MNIST_ENV
         )));
     }
     Ok(())

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 /// Training images of ImageNet-1k, the data set the nominal batch sizes refer to.
 pub const IMAGENET_TRAIN_IMAGES: u64 = 1_281_167;
 
+/// Environment variable naming another folder holding the Fashion-MNIST IDX files.
+pub const FASHION_MNIST_ENV: &str = "JIZHI_FASHION_MNIST_DIR";
+
 /// Proxy batch sizes are rounded to a multiple of this (as GPU batch sizes are).
 const PROXY_BATCH_QUANTUM: u64 = 64;
 
@@ -31,8 +34,12 @@ impl DataPlan {
         if let Some(dir) = &space.trainer.imagenet_dir {
             return Err(PlanError::ImageNetUnsupported { dir: dir.clone() });
         }
+        // Debian's package location unless the environment points elsewhere (other distributions).
+        let dir = std::env::var_os(FASHION_MNIST_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(jizhi_trainer::data::FASHION_MNIST_DIR), PathBuf::from);
         Ok(DataPlan {
-            dir: PathBuf::from(jizhi_trainer::data::FASHION_MNIST_DIR),
+            dir,
             is_proxy: true,
             train_images: jizhi_trainer::data::TRAIN_IMAGES as u64,
         })
