@@ -8,6 +8,7 @@
 //!
 //! Entry point: [`train`].
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -22,10 +23,12 @@ pub mod precision;
 pub mod report;
 pub mod scaler;
 pub mod schedule;
+mod step;
 mod train;
 
 pub use config::{LossScale, ModelKind, OptimizerKind, Precision, TrainConfig};
 pub use error::TrainError;
 pub use params::{ParamInfo, ParamKind};
 pub use report::{EpochReport, TrainOutcome};
-pub use train::{allreduce_calls_per_step, train};
+pub use step::allreduce_calls_per_step;
+pub use train::train;

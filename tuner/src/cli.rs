@@ -79,6 +79,9 @@ pub enum Command {
         #[arg(value_name = "STORE|SPACE.toml")]
         target: PathBuf,
     },
+    /// Benchmarks: training throughput.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// Validate a search-space file and print the planned stages, without running anything.
     #[command(after_help = "Example:\n  jizhi-tune plan search-spaces/alexnet64k.toml")]
     Plan {

@@ -26,6 +26,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Trial(args)) => crate::trial::run(&args),
         Some(Command::Plan { space }) => plan_command(&space),
+        Some(Command::Bench(cmd)) => crate::bench::run(&cmd),
         Some(Command::Show { target }) => show(&target),
         Some(Command::Export { target, format }) => export(&target, format),
         None => {

@@ -3,6 +3,7 @@
 //! This file only parses, validates, wires up and maps outcomes to exit codes; the work lives in
 //! the modules below.
 
+mod bench;
 mod cli;
 mod commands;
 mod format;

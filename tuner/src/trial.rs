@@ -37,7 +37,8 @@ pub struct FinalRecord {
     pub wall_secs: f64,
 }
 
-fn precision(s: &str) -> Result<Precision> {
+/// Parses a precision name as the command line spells it.
+pub fn precision(s: &str) -> Result<Precision> {
     Ok(match s {
         "fp32" => Precision::Fp32,
         "fp16" => Precision::Fp16,
