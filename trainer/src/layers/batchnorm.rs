@@ -40,16 +40,12 @@ impl BatchNorm {
     pub fn forward_train(&mut self, par: &Par, x: &[f32], rows: usize, gamma: &[f32], beta: &[f32], y: &mut [f32], relu: bool) {
         let c = self.c;
         let parts = par.run_ranges(rows, |r| {
-            let mut acc = vec![0.0f64; 2 * c];
-            let (s, q) = acc.split_at_mut(c);
-            for row in x[r.start * c..r.end * c].chunks_exact(c) {
+            blocked_sums(&x[r.start * c..r.end * c], c, |row, s, q| {
                 for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(row) {
-                    let v = v as f64;
                     *s += v;
                     *q += v * v;
                 }
-            }
-            acc
+            })
         });
         let acc = reduce_f64(&parts, 2 * c);
         let m = rows.max(1) as f64;
@@ -107,24 +103,26 @@ impl BatchNorm {
     ) {
         let c = self.c;
         let (mean, invstd) = (&self.mean, &self.invstd);
-        let gsrc: &[f32] = grad;
-        let parts = par.run_ranges(rows, |r| {
-            let mut acc = vec![0.0f64; 2 * c];
-            let (sdy, sdx) = acc.split_at_mut(c);
+        // pass 1: fold the ReLU mask into the gradient in place and sum g and g*(x - mean)
+        let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
             let xs = &x[r.start * c..r.end * c];
-            let gs = &gsrc[r.start * c..r.end * c];
-            for (i, (xr, gr)) in xs.chunks_exact(c).zip(gs.chunks_exact(c)).enumerate() {
-                let yr = relu_out.map(|y| &y[(r.start + i) * c..(r.start + i + 1) * c]);
-                for j in 0..c {
-                    let g = match yr {
-                        Some(y) if y[j] <= 0.0 => 0.0,
-                        _ => gr[j],
-                    };
-                    sdy[j] += g as f64;
-                    sdx[j] += (g * (xr[j] - mean[j])) as f64;
+            if let Some(y) = relu_out {
+                for (g, &y) in gp.iter_mut().zip(&y[r.start * c..r.end * c]) {
+                    if y <= 0.0 {
+                        *g = 0.0;
+                    }
                 }
             }
-            acc
+            let gp: &[f32] = gp;
+            let mut i = 0;
+            blocked_sums(xs, c, |xr, sdy, sdx| {
+                let gr = &gp[i * c..(i + 1) * c];
+                i += 1;
+                for (((sdy, sdx), (&g, &x)), &mu) in sdy.iter_mut().zip(sdx.iter_mut()).zip(gr.iter().zip(xr)).zip(mean) {
+                    *sdy += g;
+                    *sdx += g * (x - mu);
+                }
+            })
         });
         let acc = reduce_f64(&parts, 2 * c);
         let m = rows.max(1) as f32;
@@ -142,20 +140,38 @@ impl BatchNorm {
             cb[j] = -gi * invstd[j] * sdxhat / m;
             ck[j] = -gi * sdy / m - cb[j] * mean[j];
         }
+        // pass 2: dx = a*g + b*x + k (the mask is already in g)
         par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
             let xs = &x[r.start * c..r.end * c];
-            for (i, (gr, xr)) in gp.chunks_exact_mut(c).zip(xs.chunks_exact(c)).enumerate() {
-                let yr = relu_out.map(|y| &y[(r.start + i) * c..(r.start + i + 1) * c]);
-                for j in 0..c {
-                    let g = match yr {
-                        Some(y) if y[j] <= 0.0 => 0.0,
-                        _ => gr[j],
-                    };
-                    gr[j] = ca[j] * g + cb[j] * xr[j] + ck[j];
+            for (gr, xr) in gp.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+                for ((((g, &x), &a), &b), &k) in gr.iter_mut().zip(xr).zip(&ca).zip(&cb).zip(&ck) {
+                    *g = a * *g + b * x + k;
                 }
             }
         });
     }
+}
+
+/// Rows summed in f32 before a block's sums are added to the f64 totals: the inner loops run
+/// at f32 SIMD width while each f32 sum stays short enough to keep its rounding error small.
+const BLOCK_ROWS: usize = 32;
+
+/// Two per-channel sums over the rows of `x` (`[rows, c]`): `add(row, a, b)` adds one row's
+/// contributions to the f32 block accumulators `a` and `b`. Returns `[a totals, b totals]` in f64.
+fn blocked_sums(x: &[f32], c: usize, mut add: impl FnMut(&[f32], &mut [f32], &mut [f32])) -> Vec<f64> {
+    let mut total = vec![0.0f64; 2 * c];
+    let mut block = vec![0.0f32; 2 * c];
+    for rows in x.chunks(BLOCK_ROWS * c) {
+        block.fill(0.0);
+        let (a, b) = block.split_at_mut(c);
+        for row in rows.chunks_exact(c) {
+            add(row, a, b);
+        }
+        for (t, &v) in total.iter_mut().zip(block.iter()) {
+            *t += v as f64;
+        }
+    }
+    total
 }
 
 #[cfg(test)]
