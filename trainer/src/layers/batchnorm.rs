@@ -107,10 +107,9 @@ impl BatchNorm {
         let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
             let xs = &x[r.start * c..r.end * c];
             if let Some(y) = relu_out {
+                // a select, not a branch, so it vectorises
                 for (g, &y) in gp.iter_mut().zip(&y[r.start * c..r.end * c]) {
-                    if y <= 0.0 {
-                        *g = 0.0;
-                    }
+                    *g = if y > 0.0 { *g } else { 0.0 };
                 }
             }
             let gp: &[f32] = gp;
