@@ -28,7 +28,7 @@ use crate::precision::{round, round_counting, round_counting_par, round_par, Hal
 
 /// RNG stream used for weight initialisation.
 const INIT_STREAM: u64 = 0;
-/// Dropout probability of fc6 and fc7.
+/// Dropout probability of fc6 and fc7 unless set otherwise.
 const DROPOUT: f32 = 0.5;
 
 /// Samples N(0, std^2) values (Box-Muller; the `rand` crate has no normal distribution).
@@ -155,6 +155,8 @@ pub struct Model {
     blocks: Vec<ConvBlock>,
     bn_pool5: Option<(BatchNorm, Range<usize>, Range<usize>)>,
     fc: [Dense; 3],
+    /// Dropout probability after fc6 and fc7 in training.
+    dropout: f32,
     n: usize,
     trained_forward: bool,
     input: Vec<f32>,
@@ -236,6 +238,7 @@ impl Model {
             blocks,
             bn_pool5,
             fc,
+            dropout: DROPOUT,
             n: 0,
             trained_forward: false,
             input: Vec::new(),
@@ -246,6 +249,11 @@ impl Model {
             g_cur: Vec::new(),
             g_spare: Vec::new(),
         }
+    }
+
+    /// Sets the training dropout probability of fc6 and fc7 (0.5 by default; 0 turns it off).
+    pub fn set_dropout(&mut self, p: f32) {
+        self.dropout = p;
     }
 
     /// Parameter inventory (name, kind, shape, bytes) in backward order.
@@ -316,7 +324,7 @@ impl Model {
                 h.resize(out.len(), 0.0);
                 relu::forward(out, h);
                 if let Some(r) = rng.as_deref_mut() {
-                    dropout::sample_mask(r, DROPOUT, h.len(), &mut self.masks[i]);
+                    dropout::sample_mask(r, self.dropout, h.len(), &mut self.masks[i]);
                     dropout::forward_in_place(&self.masks[i], h);
                     round(fmt, h); // x2 can overflow half
                 }
