@@ -103,6 +103,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Seed of every random choice (init, shuffling, dropout).
     pub seed: u64,
+    /// File the run's state is saved to after every epoch and resumed from when it exists.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -130,6 +132,7 @@ impl TrainConfig {
             fusion_threshold_bytes: 64 << 20,
             threads: 1,
             seed: 0,
+            checkpoint: None,
         }
     }
 

@@ -16,10 +16,10 @@ pub enum TrainError {
         path: PathBuf,
     },
 
-    /// Reading or decompressing a dataset file failed.
-    #[error("cannot read {path}: {source}")]
+    /// Reading or writing a file (data set, checkpoint) failed.
+    #[error("cannot access {path}: {source}")]
     Io {
-        /// The file being read.
+        /// The file.
         path: PathBuf,
         /// The underlying I/O (or gzip) error.
         #[source]
@@ -32,6 +32,15 @@ pub enum TrainError {
         /// The offending file.
         path: PathBuf,
         /// What was wrong (magic number, sizes, ...).
+        reason: String,
+    },
+
+    /// A checkpoint file cannot be resumed from.
+    #[error("checkpoint {path} cannot be resumed: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why not.
         reason: String,
     },
 

@@ -9,6 +9,7 @@
 //! Entry point: [`train`].
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -386,6 +386,15 @@ impl Model {
         u
     }
 
+    /// Mutable batch-norm running statistics (mean, var) of every BN layer, in forward order.
+    pub fn bn_running_stats_mut(&mut self) -> Vec<(&mut Vec<f32>, &mut Vec<f32>)> {
+        let mut v: Vec<_> = self.blocks.iter_mut().map(|b| (&mut b.bn.running_mean, &mut b.bn.running_var)).collect();
+        if let Some((bn, _, _)) = &mut self.bn_pool5 {
+            v.push((&mut bn.running_mean, &mut bn.running_var));
+        }
+        v
+    }
+
     /// Batch-norm running statistics (mean, var) of every BN layer, in forward order.
     pub fn bn_running_stats(&self) -> Vec<(&[f32], &[f32])> {
         let mut v: Vec<_> = self.blocks.iter().map(|b| (&b.bn.running_mean[..], &b.bn.running_var[..])).collect();

@@ -53,6 +53,20 @@ impl Optimizer {
         }
     }
 
+    /// The momentum buffer, laid out like the parameters.
+    pub fn velocity(&self) -> &[f32] {
+        &self.velocity
+    }
+
+    /// Replaces the momentum buffer (restoring a checkpoint); false if the length differs.
+    pub fn set_velocity(&mut self, v: &[f32]) -> bool {
+        if v.len() != self.velocity.len() {
+            return false;
+        }
+        self.velocity.copy_from_slice(v);
+        true
+    }
+
     /// The LARS local learning rate `eta*||w|| / (||g|| + wd*||w|| + eps)` (1 if a norm is 0).
     pub fn lars_trust_ratio(eta: f64, wd: f64, eps: f64, w_norm: f64, g_norm: f64) -> f64 {
         if w_norm > 0.0 && g_norm > 0.0 {

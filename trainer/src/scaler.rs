@@ -3,7 +3,7 @@
 use crate::config::{LossScale, Precision};
 
 /// Current loss scale and its dynamic-update state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossScaler {
     scale: f64,
     /// (growth interval, clean steps since the last change) for dynamic scaling.

@@ -6,14 +6,17 @@ use std::ops::Range;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkpoint::Checkpoint;
 use crate::config::TrainConfig;
 use crate::data::CLASSES;
+use crate::error::TrainError;
 use crate::fusion::{allreduce_buckets, plan_buckets};
 use crate::layers::loss::softmax_cross_entropy;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::parallel::Par;
 use crate::precision::{all_finite, round, round_counting, HalfFormat, Underflow};
+use crate::report::EpochReport;
 use crate::scaler::LossScaler;
 
 /// RNG stream of the dropout masks.
@@ -70,6 +73,49 @@ impl StepState {
             bucket_ranges,
             dlogits: Vec::new(),
         }
+    }
+
+    /// The state to save after `epochs_done` epochs and `step` steps (see [`crate::checkpoint`]).
+    pub fn checkpoint(&self, cfg: &TrainConfig, epochs_done: u32, step: u64, reports: &[EpochReport], elapsed_secs: f64) -> Checkpoint {
+        Checkpoint {
+            format: crate::checkpoint::FORMAT,
+            config: crate::checkpoint::identity(cfg),
+            epochs_done,
+            step,
+            values: self.model.params.values.clone(),
+            velocity: self.opt.velocity().to_vec(),
+            bn_running: self.model.bn_running_stats().into_iter().map(|(m, v)| (m.to_vec(), v.to_vec())).collect(),
+            scaler: self.scaler.clone(),
+            dropout_rng: self.dropout_rng.clone(),
+            reports: reports.to_vec(),
+            elapsed_secs,
+        }
+    }
+
+    /// Continues from a checkpoint of the same configuration.
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<(), TrainError> {
+        let mismatch = |what: &str| TrainError::Internal(format!("checkpoint {what} does not fit the model"));
+        if ckpt.values.len() != self.model.params.values.len() {
+            return Err(mismatch("weights"));
+        }
+        self.model.params.values.copy_from_slice(&ckpt.values);
+        if !self.opt.set_velocity(&ckpt.velocity) {
+            return Err(mismatch("momentum"));
+        }
+        let mut running = self.model.bn_running_stats_mut();
+        if running.len() != ckpt.bn_running.len() {
+            return Err(mismatch("batch-norm statistics"));
+        }
+        for ((mean, var), (m, v)) in running.iter_mut().zip(&ckpt.bn_running) {
+            if mean.len() != m.len() || var.len() != v.len() {
+                return Err(mismatch("batch-norm statistics"));
+            }
+            mean.copy_from_slice(m);
+            var.copy_from_slice(v);
+        }
+        self.scaler = ckpt.scaler.clone();
+        self.dropout_rng = ckpt.dropout_rng.clone();
+        Ok(())
     }
 
     /// All-reduce calls one step makes under the fusion threshold.

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::config::{LossScale, TrainConfig};
 use crate::data::pipeline::{subset_indices, Pipeline};
 use crate::data::{Dataset, CLASSES, PIXELS, TEST_IMAGES};
@@ -29,6 +30,19 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
     let allreduce_calls_per_step = state.allreduce_calls();
     let steps_per_epoch = cfg.steps_per_epoch();
     let schedule = LrSchedule::new(cfg.peak_lr, cfg.warmup_epochs, steps_per_epoch as u64, cfg.epochs as u64, cfg.poly_power);
+    let resumed = match &cfg.checkpoint {
+        Some(path) => checkpoint::load(path, cfg)?,
+        None => None,
+    };
+    let (first_epoch, mut step, mut epochs, elapsed_before) = match &resumed {
+        Some(c) => {
+            state.restore(c)?;
+            tracing::info!(epochs_done = c.epochs_done, step = c.step, "resuming from the checkpoint");
+            (c.epochs_done, c.step, c.reports.clone(), c.elapsed_secs)
+        }
+        None => (0, 0, Vec::new(), 0.0),
+    };
+    let wall = |t: &Instant| elapsed_before + t.elapsed().as_secs_f64();
     let test_x = data.test_normalised();
     let subset = subset_indices(cfg.seed, cfg.train_subset_len());
     tracing::info!(
@@ -44,12 +58,10 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         warmup_steps = schedule.warmup_steps(),
         "training starts"
     );
-    let mut pipe = Pipeline::start(data.clone(), subset, cfg.batch, cfg.epochs, cfg.seed)?;
+    let mut pipe = Pipeline::start(data.clone(), subset, cfg.batch, cfg.epochs, first_epoch, cfg.seed)?;
 
-    let mut step: u64 = 0;
-    let mut epochs = Vec::new();
     let mut diverged = None;
-    'epochs: for epoch in 1..=cfg.epochs {
+    'epochs: for epoch in first_epoch + 1..=cfg.epochs {
         let t_epoch = Instant::now();
         let waited_before = pipe.waited();
         let (mut loss_clean, mut n_clean, mut loss_all, mut n_all) = (0.0f64, 0u64, 0.0f64, 0u64);
@@ -98,7 +110,7 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
             skipped_steps: skipped,
             underflow_fraction: underflow.fraction(),
             data_wait_secs: (pipe.waited() - waited_before).as_secs_f64(),
-            wall_secs: t_start.elapsed().as_secs_f64(),
+            wall_secs: wall(&t_start),
         };
         tracing::info!(
             epoch,
@@ -112,8 +124,12 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
             data_wait = report.data_wait_secs,
             "epoch done"
         );
+        epochs.push(report.clone());
+        if let Some(path) = &cfg.checkpoint {
+            // durable before the epoch is reported, so a reported epoch is never trained twice
+            checkpoint::save(path, &state.checkpoint(cfg, epoch, step, &epochs, wall(&t_start)))?;
+        }
         on_epoch(&report);
-        epochs.push(report);
     }
     drop(pipe);
     if let Some(reason) = &diverged {
@@ -121,7 +137,7 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
     }
     let final_val_top1 = epochs.last().map_or(0.0, |e: &EpochReport| e.val_top1);
     let best_val_top1 = epochs.iter().map(|e| e.val_top1).fold(0.0, f64::max);
-    Ok(TrainOutcome { epochs, final_val_top1, best_val_top1, diverged, allreduce_calls_per_step, wall_secs: t_start.elapsed().as_secs_f64() })
+    Ok(TrainOutcome { epochs, final_val_top1, best_val_top1, diverged, allreduce_calls_per_step, wall_secs: wall(&t_start) })
 }
 
 /// Top-1 accuracy on the test set with running BN statistics and no dropout.

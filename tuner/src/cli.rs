@@ -160,4 +160,7 @@ pub struct TrialArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Checkpoint file: saved after every epoch; when it exists, the run continues from it.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
 }

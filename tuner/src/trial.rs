@@ -91,6 +91,7 @@ impl TrialArgs {
         cfg.fusion_threshold_bytes = self.fusion_threshold_bytes;
         cfg.threads = self.threads;
         cfg.seed = self.seed;
+        cfg.checkpoint = self.checkpoint.clone();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -132,6 +133,10 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
     push("fusion-threshold-bytes", cfg.fusion_threshold_bytes.to_string());
     push("threads", cfg.threads.to_string());
     push("seed", cfg.seed.to_string());
+    if let Some(path) = &cfg.checkpoint {
+        args.push("--checkpoint".into());
+        args.push(path.display().to_string());
+    }
     if !cfg.bn5 {
         args.push("--no-bn5".into());
     }
@@ -192,6 +197,7 @@ mod tests {
         cfg.optimizer = OptimizerKind::Lars;
         cfg.loss_scale = LossScale::Static { factor: 1024.0 };
         cfg.bn5 = false;
+        cfg.checkpoint = Some("/tmp/run.ckpt".into());
         let mut argv = vec!["x".to_string()];
         argv.extend(command_line(&cfg));
         let parsed = match Wrapper::try_parse_from(argv) {

@@ -52,13 +52,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts producing `epochs` epochs of `batch`-sized batches over `subset` (reshuffled every epoch).
-    pub fn start(data: Arc<Dataset>, subset: Vec<u32>, batch: usize, epochs: u32, seed: u64) -> Result<Pipeline, TrainError> {
+    /// Starts producing epochs `first_epoch..epochs` (0-based) of `batch`-sized batches over
+    /// `subset`, reshuffled every epoch; the order of an epoch does not depend on `first_epoch`.
+    pub fn start(data: Arc<Dataset>, subset: Vec<u32>, batch: usize, epochs: u32, first_epoch: u32, seed: u64) -> Result<Pipeline, TrainError> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(CAPACITY);
         let (recycle, recycled) = mpsc::channel::<(Vec<f32>, Vec<u8>)>();
         let handle = std::thread::Builder::new()
             .name("jizhi-input".into())
-            .spawn(move || produce(&data, subset, batch.max(1), epochs, seed, &tx, &recycled))
+            .spawn(move || produce(&data, subset, batch.max(1), first_epoch..epochs, seed, &tx, &recycled))
             .map_err(|e| TrainError::Internal(format!("cannot spawn the input thread: {e}")))?;
         Ok(Pipeline { rx: Some(rx), recycle, handle: Some(handle), waited: Duration::ZERO })
     }
@@ -98,7 +99,7 @@ fn produce(
     data: &Dataset,
     mut order: Vec<u32>,
     batch: usize,
-    epochs: u32,
+    epochs: std::ops::Range<u32>,
     seed: u64,
     tx: &SyncSender<Batch>,
     recycled: &Receiver<(Vec<f32>, Vec<u8>)>,
@@ -106,8 +107,12 @@ fn produce(
     let table = normalisation_table();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(SHUFFLE_STREAM);
-    for epoch in 0..epochs {
+    for epoch in 0..epochs.end {
+        // every epoch's shuffle is drawn, delivered or not, so epoch k's order is always the same
         order.shuffle(&mut rng);
+        if epoch < epochs.start {
+            continue;
+        }
         for idx in order.chunks(batch) {
             let (mut images, mut labels) = recycled.try_recv().unwrap_or_default();
             images.resize(idx.len() * PIXELS, 0.0);
