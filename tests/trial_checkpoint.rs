@@ -1,14 +1,14 @@
 //! A trial killed mid-run and restarted with the same `--checkpoint` continues from its last
-//! epoch and ends bit-identical to an uninterrupted run.
+//! epoch and ends bit-identical to an uninterrupted run (augmentation and loss scaling included).
 
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-const TRIAL: [&str; 18] = [
+const TRIAL: [&str; 19] = [
     "trial", "--batch", "512", "--epochs", "3", "--data-fraction", "0.05", "--optimizer", "lars", "--lr", "2",
-    "--precision", "fp16", "--threads", "1", "--seed", "5", "--warmup-epochs=0.5",
+    "--precision", "fp16", "--threads", "1", "--seed", "5", "--warmup-epochs=0.5", "--augment",
 ];
 
 fn lines(stdout: &str) -> Vec<serde_json::Value> {

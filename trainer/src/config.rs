@@ -103,6 +103,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Seed of every random choice (init, shuffling, dropout).
     pub seed: u64,
+    /// Augment training images: random crop with 2 pixels of padding and horizontal flip.
+    pub augment: bool,
     /// File the run's state is saved to after every epoch and resumed from when it exists.
     pub checkpoint: Option<PathBuf>,
 }
@@ -132,6 +134,7 @@ impl TrainConfig {
             fusion_threshold_bytes: 64 << 20,
             threads: 1,
             seed: 0,
+            augment: false,
             checkpoint: None,
         }
     }

@@ -58,7 +58,7 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         warmup_steps = schedule.warmup_steps(),
         "training starts"
     );
-    let mut pipe = Pipeline::start(data.clone(), subset, cfg.batch, cfg.epochs, first_epoch, cfg.seed)?;
+    let mut pipe = Pipeline::start(data.clone(), subset, cfg.batch, cfg.epochs, first_epoch, cfg.augment, cfg.seed)?;
 
     let mut diverged = None;
     'epochs: for epoch in first_epoch + 1..=cfg.epochs {

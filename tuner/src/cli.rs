@@ -160,6 +160,9 @@ pub struct TrialArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Augment training images (random 2-pixel crop and horizontal flip).
+    #[arg(long)]
+    pub augment: bool,
     /// Checkpoint file: saved after every epoch; when it exists, the run continues from it.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,

@@ -92,6 +92,7 @@ impl TrialArgs {
         cfg.threads = self.threads;
         cfg.seed = self.seed;
         cfg.checkpoint = self.checkpoint.clone();
+        cfg.augment = self.augment;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -139,6 +140,9 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
     }
     if !cfg.bn5 {
         args.push("--no-bn5".into());
+    }
+    if cfg.augment {
+        args.push("--augment".into());
     }
     if cfg.decay_bias_and_bn {
         args.push("--decay-bias-and-bn".into());
@@ -198,6 +202,7 @@ mod tests {
         cfg.loss_scale = LossScale::Static { factor: 1024.0 };
         cfg.bn5 = false;
         cfg.checkpoint = Some("/tmp/run.ckpt".into());
+        cfg.augment = true;
         let mut argv = vec!["x".to_string()];
         argv.extend(command_line(&cfg));
         let parsed = match Wrapper::try_parse_from(argv) {

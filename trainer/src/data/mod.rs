@@ -1,5 +1,6 @@
 //! Fashion-MNIST: loading the IDX files and feeding batches to the trainer.
 
+pub mod augment;
 pub mod idx;
 pub mod pipeline;
 

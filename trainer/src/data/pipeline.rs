@@ -10,13 +10,15 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{normalisation_table, Dataset, PIXELS};
+use super::{augment, normalisation_table, Dataset, PIXELS};
 use crate::error::TrainError;
 
 /// RNG stream used to pick the training subset (independent of init and dropout streams).
 const SUBSET_STREAM: u64 = 1;
 /// RNG stream used for the per-epoch reshuffle.
 const SHUFFLE_STREAM: u64 = 2;
+/// RNG stream of the augmentation choices (seeded per epoch, so a resumed run draws the same).
+const AUGMENT_STREAM: u64 = 4;
 /// Batches prepared ahead of the compute (bounded so memory stays small at large batch).
 const CAPACITY: usize = 3;
 
@@ -53,13 +55,23 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts producing epochs `first_epoch..epochs` (0-based) of `batch`-sized batches over
-    /// `subset`, reshuffled every epoch; the order of an epoch does not depend on `first_epoch`.
-    pub fn start(data: Arc<Dataset>, subset: Vec<u32>, batch: usize, epochs: u32, first_epoch: u32, seed: u64) -> Result<Pipeline, TrainError> {
+    /// `subset`, reshuffled every epoch (and augmented if `augment`); what an epoch delivers does
+    /// not depend on `first_epoch`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        data: Arc<Dataset>,
+        subset: Vec<u32>,
+        batch: usize,
+        epochs: u32,
+        first_epoch: u32,
+        augment: bool,
+        seed: u64,
+    ) -> Result<Pipeline, TrainError> {
         let (tx, rx) = mpsc::sync_channel::<Batch>(CAPACITY);
         let (recycle, recycled) = mpsc::channel::<(Vec<f32>, Vec<u8>)>();
         let handle = std::thread::Builder::new()
             .name("jizhi-input".into())
-            .spawn(move || produce(&data, subset, batch.max(1), first_epoch..epochs, seed, &tx, &recycled))
+            .spawn(move || produce(&data, subset, batch.max(1), first_epoch..epochs, augment, seed, &tx, &recycled))
             .map_err(|e| TrainError::Internal(format!("cannot spawn the input thread: {e}")))?;
         Ok(Pipeline { rx: Some(rx), recycle, handle: Some(handle), waited: Duration::ZERO })
     }
@@ -100,6 +112,7 @@ fn produce(
     mut order: Vec<u32>,
     batch: usize,
     epochs: std::ops::Range<u32>,
+    augment: bool,
     seed: u64,
     tx: &SyncSender<Batch>,
     recycled: &Receiver<(Vec<f32>, Vec<u8>)>,
@@ -113,6 +126,8 @@ fn produce(
         if epoch < epochs.start {
             continue;
         }
+        let mut aug_rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(epoch) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        aug_rng.set_stream(AUGMENT_STREAM);
         for idx in order.chunks(batch) {
             let (mut images, mut labels) = recycled.try_recv().unwrap_or_default();
             images.resize(idx.len() * PIXELS, 0.0);
@@ -120,8 +135,12 @@ fn produce(
             for ((&i, dst), lab) in idx.iter().zip(images.chunks_exact_mut(PIXELS)).zip(labels.iter_mut()) {
                 let i = i as usize;
                 let src = &data.train_images[i * PIXELS..(i + 1) * PIXELS];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = table[s as usize];
+                if augment {
+                    augment::apply(src, dst, &table, augment::Choice::draw(&mut aug_rng));
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = table[s as usize];
+                    }
                 }
                 *lab = data.train_labels[i];
             }
