@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fusion;
+pub mod inventory;
 pub mod layers;
 pub mod linalg;
 pub mod model;
