@@ -111,6 +111,7 @@ impl ConvBlock {
         want_dx: bool,
         fmt: Option<HalfFormat>,
         u: &mut Underflow,
+        ready: &mut Announcer<'_>,
     ) {
         let rows = n * self.conv.h * self.conv.w;
         if let Some(pool) = &self.pool {
@@ -124,6 +125,7 @@ impl ConvBlock {
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
         }
+        ready.done(grads, &self.gamma, &self.beta);
         u.add(round_counting_par(par, fmt, cur));
         let (dw, db) = two_mut(grads, self.w.clone(), self.b.clone());
         if want_dx {
@@ -136,6 +138,29 @@ impl ConvBlock {
         }
         u.add(round_counting(fmt, dw));
         u.add(round_counting(fmt, db));
+        ready.done(grads, &self.w, &self.b);
+    }
+}
+
+/// Called during backward each time a layer's parameter gradients are final, in backward order:
+/// the inventory indices (consecutive, ascending over the pass) and those gradients (contiguous
+/// in the flat buffer), so communication can start while the rest of the backward pass runs.
+pub type GradReady<'a> = dyn FnMut(Range<usize>, &[f32]) + 'a;
+
+/// Turns "these two parameters are final" into inventory indices for a [`GradReady`] callback.
+struct Announcer<'a> {
+    /// Start offset of each inventory entry in the flat buffer (ascending).
+    starts: &'a [usize],
+    ready: &'a mut GradReady<'a>,
+}
+
+impl Announcer<'_> {
+    /// Announces the parameters at flat ranges `a` and `b` (adjacent in the buffer).
+    fn done(&mut self, grads: &[f32], a: &Range<usize>, b: &Range<usize>) {
+        let (lo, hi) = (a.start.min(b.start), a.end.max(b.end));
+        let first = self.starts.partition_point(|&s| s < lo);
+        let end = self.starts.partition_point(|&s| s < hi);
+        (self.ready)(first..end, &grads[lo..hi]);
     }
 }
 
@@ -336,6 +361,13 @@ impl Model {
     /// Backward pass after a training forward: writes every parameter gradient (rounded to
     /// `fmt`) from `dlogits`, and returns how many gradient values underflowed in the casts.
     pub fn backward(&mut self, par: &Par, dlogits: &[f32], fmt: Option<HalfFormat>) -> Underflow {
+        self.backward_announcing(par, dlogits, fmt, &mut |_, _| {})
+    }
+
+    /// [`Model::backward`], calling `ready` as soon as each layer's gradients are final.
+    pub fn backward_announcing(&mut self, par: &Par, dlogits: &[f32], fmt: Option<HalfFormat>, ready: &mut GradReady<'_>) -> Underflow {
+        let starts: Vec<usize> = self.params.ranges_backward().iter().map(|r| r.start).collect();
+        let mut ready = Announcer { starts: &starts, ready };
         let n = self.n;
         let mut u = Underflow::default();
         let train = self.trained_forward;
@@ -360,6 +392,7 @@ impl Model {
             u.add(round_counting(fmt, dw));
             u.add(round_counting(fmt, db));
             u.add(round_counting(fmt, &mut spare));
+            ready.done(grads, &d.w, &d.b);
             std::mem::swap(&mut cur, &mut spare);
             if i > 0 {
                 if train {
@@ -375,11 +408,12 @@ impl Model {
             bn.backward(par, pool5, None, &mut cur, rows, &w[g.clone()], dg, db);
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
+            ready.done(grads, g, b);
             u.add(round_counting(fmt, &mut cur));
         }
         for i in (0..self.blocks.len()).rev() {
             let xin: &[f32] = if i == 0 { &self.input } else { self.blocks[i - 1].out() };
-            self.blocks[i].backward(par, w, grads, xin, n, &mut cur, &mut spare, i > 0, fmt, &mut u);
+            self.blocks[i].backward(par, w, grads, xin, n, &mut cur, &mut spare, i > 0, fmt, &mut u, &mut ready);
         }
         self.g_cur = cur;
         self.g_spare = spare;
@@ -427,6 +461,32 @@ mod tests {
         }
         let m2 = Model::new(ModelKind::AlexnetBnProxy, false, 0);
         assert_eq!(m2.inventory().len() + 2, m.inventory().len());
+    }
+
+    /// Every parameter is announced exactly once, in backward order, with its final gradient.
+    #[test]
+    fn gradients_are_announced_final_in_backward_order() {
+        let par = Par::new(2);
+        let n = 3;
+        let x = rand_vec(71, n * 784, 1.0);
+        let mut m = Model::new(ModelKind::AlexnetBnProxy, true, 4);
+        let logits = m.forward_train_no_dropout(&par, &x, n).to_vec();
+        let mut d = vec![0.0; n * CLASSES];
+        softmax_cross_entropy(&logits, &[0, 4, 9], CLASSES, 1.0, &mut d);
+        let mut seen: Vec<(Range<usize>, Vec<f32>)> = Vec::new();
+        m.backward_announcing(&par, &d, None, &mut |idx, g| seen.push((idx, g.to_vec())));
+        let mut next = 0;
+        for (idx, _) in &seen {
+            assert_eq!(idx.start, next, "announcements skip or repeat: {:?}", seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+            assert!(idx.end > idx.start);
+            next = idx.end;
+        }
+        assert_eq!(next, m.inventory().len());
+        let ranges = m.params.ranges_backward();
+        for (idx, announced) in &seen {
+            let flat = ranges[idx.start].start..ranges[idx.end - 1].end;
+            assert_eq!(&m.params.grads[flat], &announced[..], "a gradient changed after it was announced");
+        }
     }
 
     /// Whole-network gradient check on a few parameters (dropout off so the loss is smooth).
