@@ -121,17 +121,50 @@ fn y_bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
     }
 }
 
-/// The x range and its labels: whole epochs centred in their columns when there are few.
-fn x_axis(epochs: u32) -> ([f64; 2], Vec<String>) {
-    if epochs <= 6 {
-        let mut labels = vec![String::new()];
-        for e in 1..=epochs {
-            labels.push(e.to_string());
-            labels.push(String::new());
+/// The x range of `epochs` epochs: each epoch in the middle of its share of the width.
+pub(crate) fn epoch_bounds(epochs: u32) -> [f64; 2] {
+    [0.5, epochs.max(1) as f64 + 0.5]
+}
+
+/// Empty x labels: they make the chart draw its x axis and keep a row free under it for
+/// [`draw_epoch_labels`], which puts each label exactly under its points.
+pub(crate) fn blank_labels() -> Vec<Line<'static>> {
+    vec![Line::from(""), Line::from("")]
+}
+
+/// The column of `x` in a graph `width` cells wide over `bounds`, as the chart places points.
+fn column_of(x: f64, bounds: [f64; 2], width: u16) -> u16 {
+    ((x - bounds[0]) * (width.saturating_sub(1)) as f64 / (bounds[1] - bounds[0])).round() as u16
+}
+
+/// Writes the epoch numbers under a chart drawn in `area` whose y labels are `y_label_width`
+/// wide, skipping those that would touch their neighbour.
+pub(crate) fn draw_epoch_labels(buf: &mut Buffer, area: Rect, y_label_width: u16, epochs: u32, style: Style) {
+    if area.height < 3 || area.width < 4 {
+        return;
+    }
+    let label_w = y_label_width.min(area.width / 3);
+    let graph_x = area.x + label_w + 1;
+    let graph_w = area.right().saturating_sub(graph_x);
+    let row = area.bottom() - 1;
+    let bounds = epoch_bounds(epochs);
+    let epochs = epochs.max(1);
+    let place = |e: u32| {
+        let text = e.to_string();
+        let at = graph_x + column_of(e as f64, bounds, graph_w);
+        let start = at.saturating_sub((text.len() as u16 - 1) / 2).min(area.right().saturating_sub(text.len() as u16));
+        (start, text)
+    };
+    // The last epoch always gets its label; the others where they leave a space around them.
+    let (last_start, last) = place(epochs);
+    buf.set_string(last_start, row, &last, style);
+    let mut free_from = graph_x;
+    for e in 1..epochs {
+        let (start, text) = place(e);
+        if start >= free_from && start + text.len() as u16 + 1 <= last_start.saturating_sub(1) {
+            buf.set_string(start, row, &text, style);
+            free_from = start + text.len() as u16 + 1;
         }
-        ([0.5, epochs as f64 + 0.5], labels)
-    } else {
-        ([0.0, epochs as f64], vec!["0".into(), (epochs / 2).to_string(), epochs.to_string()])
     }
 }
 
@@ -164,7 +197,8 @@ impl Widget for Curves<'_> {
         }
         let target = self.view.info.target_top1;
         let y = y_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)).chain(target));
-        let (x, x_labels) = x_axis(self.view.max_epochs());
+        let epochs = self.view.max_epochs();
+        let x = epoch_bounds(epochs);
         let target_line: Vec<(f64, f64)> = target.map(|t| vec![(x[0], t), (x[1], t)]).unwrap_or_default();
 
         let mut datasets = Vec::new();
@@ -187,13 +221,9 @@ impl Widget for Curves<'_> {
             let decimals = if y[1] - y[0] < 0.2 { 1 } else { 0 };
             [y[0], (y[0] + y[1]) / 2.0, y[1]].iter().map(|v| format!("{:.*}%", decimals, v * 100.0)).collect()
         };
+        let y_label_width = y_labels.iter().map(|l| l.len()).max().unwrap_or(0) as u16;
         Chart::new(datasets)
-            .x_axis(
-                Axis::default()
-                    .bounds(x)
-                    .labels(x_labels.into_iter().map(Line::from).collect::<Vec<_>>())
-                    .style(self.palette.muted_style()),
-            )
+            .x_axis(Axis::default().bounds(x).labels(blank_labels()).style(self.palette.muted_style()))
             .y_axis(
                 Axis::default()
                     .bounds(y)
@@ -202,6 +232,7 @@ impl Widget for Curves<'_> {
             )
             .legend_position(None)
             .render(chart_area, buf);
+        draw_epoch_labels(buf, chart_area, y_label_width, epochs, self.palette.muted_style());
     }
 }
 
@@ -309,12 +340,24 @@ mod tests {
     }
 
     #[test]
-    fn few_epochs_get_one_label_each_centred_in_its_column() {
-        let (bounds, labels) = x_axis(2);
-        assert_eq!(bounds, [0.5, 2.5]);
-        assert_eq!(labels, ["", "1", "", "2", ""]);
-        let (bounds, labels) = x_axis(20);
-        assert_eq!(bounds, [0.0, 20.0]);
-        assert_eq!(labels, ["0", "10", "20"]);
+    fn epoch_labels_sit_under_their_points() {
+        let view = StudyView::live(info(), trials());
+        let buf = render(&view, None, 70, 16);
+        let rows: Vec<String> = (0..16).map(|y| (0..70).map(|x| buf[(x, y)].symbol().to_string()).collect()).collect();
+        let points: std::collections::BTreeSet<usize> = rows
+            .iter()
+            .filter(|r| !r.contains("best"))
+            .flat_map(|r| r.chars().enumerate().filter(|(_, c)| *c == '◆' || *c == '•').map(|(i, _)| i).collect::<Vec<_>>())
+            .collect();
+        let label_row = &rows[14];
+        let one = label_row.chars().position(|c| c == '1').expect("label 1");
+        assert_eq!(points.iter().copied().collect::<Vec<_>>(), [one], "{label_row}");
+        assert!(label_row.contains('2'), "{label_row}");
+        // With many epochs, labels that would collide are left out.
+        let mut buf = Buffer::empty(Rect::new(0, 0, 20, 5));
+        let area = buf.area;
+        draw_epoch_labels(&mut buf, area, 3, 30, Style::new());
+        let row: String = (0..20).map(|x| buf[(x, 4)].symbol().to_string()).collect();
+        assert!(row.trim_start().starts_with('1') && row.contains("30"), "{row}");
     }
 }

@@ -1,6 +1,7 @@
 //! One trial in detail: parameters, loss curve, per-epoch loss scale, skipped steps and
 //! throughput, and the error tail of a failed trial.
 
+use super::curves::{blank_labels, draw_epoch_labels, epoch_bounds};
 use super::wrap_items;
 use crate::fmt::{batch, compact, duration, percent, rate};
 use crate::theme::Palette;
@@ -92,12 +93,7 @@ impl TrialDetail<'_> {
         let pad = ((hi - lo) * 0.1).max(0.05);
         let y = [(lo - pad).max(0.0), hi + pad];
         let epochs = self.view.epochs_planned(self.trial).max(self.trial.epochs.len() as u32).max(1);
-        let x = [0.5, epochs as f64 + 0.5];
-        let mut x_labels = vec![Line::from("")];
-        for e in 1..=epochs.min(6) {
-            x_labels.push(Line::from(e.to_string()));
-            x_labels.push(Line::from(""));
-        }
+        let x = epoch_bounds(epochs);
         let mut datasets = vec![Dataset::default()
             .data(&points)
             .marker(Marker::Custom('◆'))
@@ -105,18 +101,16 @@ impl TrialDetail<'_> {
         if points.len() > 1 {
             datasets.push(Dataset::default().data(&points).graph_type(GraphType::Line).marker(Marker::Braille).style(Style::new().fg(colour)));
         }
-        let mut chart = Chart::new(datasets)
+        let y_labels = [format!("{:.2}", y[0]), format!("{:.2}", y[1])];
+        let y_label_width = y_labels.iter().map(|l| l.len()).max().unwrap_or(0) as u16;
+        let inner = block.inner(area);
+        Chart::new(datasets)
             .block(block)
-            .y_axis(
-                Axis::default()
-                    .bounds(y)
-                    .labels([Line::from(format!("{:.2}", y[0])), Line::from(format!("{:.2}", y[1]))])
-                    .style(self.palette.muted_style()),
-            )
-            .legend_position(None);
-        let x_axis = Axis::default().bounds(x).style(self.palette.muted_style());
-        chart = chart.x_axis(if epochs <= 6 { x_axis.labels(x_labels) } else { x_axis });
-        chart.render(area, buf);
+            .x_axis(Axis::default().bounds(x).labels(blank_labels()).style(self.palette.muted_style()))
+            .y_axis(Axis::default().bounds(y).labels(y_labels.map(Line::from)).style(self.palette.muted_style()))
+            .legend_position(None)
+            .render(area, buf);
+        draw_epoch_labels(buf, inner, y_label_width, epochs, self.palette.muted_style());
     }
 
     fn epochs_table(&self, area: Rect, buf: &mut Buffer) {
