@@ -5,6 +5,8 @@
 
 mod cli;
 mod commands;
+mod control;
+mod dashboard;
 mod format;
 mod plan;
 mod progress;
