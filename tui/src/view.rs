@@ -61,10 +61,10 @@ impl BackendInfo {
             plural(self.ranks_per_trial as usize, "rank"),
             self.nominal_ranks
         );
-        let mut short = format!("{} · {}/{} ranks", self.device, self.ranks_per_trial, self.nominal_ranks);
+        let mut short = format!("{} · {} ranks nominal", self.device, self.nominal_ranks);
         if let Some((at_once, threads)) = self.concurrency {
             long.push_str(&format!(" · {} at once × {}", plural(at_once, "trial"), plural(threads, "thread")));
-            short.push_str(&format!(" · {at_once}×{threads} thr"));
+            short = format!("{} · {} × {}", self.device, plural(at_once, "trial"), plural(threads, "thread"));
         }
         [long, short]
     }

@@ -37,14 +37,20 @@ pub fn start(run: &RunPlan, store: &Store, progress: Progress) -> Result<(Output
     let trials = store.trials()?;
     let (events, inbox) = mpsc::channel();
     let thread = std::thread::Builder::new().name("dashboard".into()).spawn(move || {
-        jizhi_tui::run_live(info, trials, inbox, move |command| {
+        let exit = jizhi_tui::run_live(info, trials, inbox, move |command| {
             let _ = control_tx.send(match command {
                 Command::Pause => Control::Pause,
                 Command::Resume => Control::Resume,
                 Command::StopTrial(id) => Control::StopTrial(id),
                 Command::StopSearch => Control::StopSearch,
             });
-        })
+        });
+        // Said at once (the next trial event may be minutes away); the run prints nothing
+        // until it sees this thread has ended.
+        if let Ok(Exit::Detached) = exit {
+            println!("dashboard closed: the search goes on headless, one line per trial event");
+        }
+        exit
     })?;
     Ok((Output { progress, live: Some(Live { events, thread }) }, Controls::new(control_rx)))
 }
@@ -112,13 +118,15 @@ impl Output {
         }
         let Some(live) = self.live.take() else { return };
         let why = match live.thread.join() {
-            Ok(Ok(Exit::Detached)) => "dashboard closed".to_string(),
-            Ok(Ok(_)) => "the dashboard closed".to_string(),
-            Ok(Err(e)) => format!("the dashboard failed ({e})"),
-            Err(_) => "the dashboard stopped on an internal error".to_string(),
+            Ok(Ok(Exit::Detached)) => None,
+            Ok(Ok(_)) => Some("the dashboard closed".to_string()),
+            Ok(Err(e)) => Some(format!("the dashboard failed ({e})")),
+            Err(_) => Some("the dashboard stopped on an internal error".to_string()),
         };
-        println!("{why}: the search goes on headless, one line per trial event");
-        println!("{} still running", self.progress.prefix());
+        if let Some(why) = why {
+            println!("{why}: the search goes on headless, one line per trial event");
+        }
+        println!("{} the search goes on", self.progress.prefix());
     }
 
     /// The search ended (`stopped`: on request). An open dashboard says so and, for a search

@@ -39,7 +39,8 @@ struct Curve {
 }
 
 impl Curves<'_> {
-    fn legend(&self) -> Vec<Vec<Span<'static>>> {
+    /// The legend, in words when `compact` is 0, shorter at 1, shortest at 2.
+    fn legend(&self, compact: u8) -> Vec<Vec<Span<'static>>> {
         let mut items = Vec::new();
         for (i, b) in self.view.info.batches.iter().enumerate() {
             if self.only.is_some_and(|o| o != b.nominal) {
@@ -51,22 +52,39 @@ impl Curves<'_> {
             } else {
                 batch(b.nominal)
             };
-            let result = match self.view.best_of(b.nominal) {
-                Some(t) => format!(" best {} #{}", percent(crate::view::accuracy(t).unwrap_or(f64::NAN)), t.id),
-                None => " no result yet".into(),
+            let best = self.view.best_of(b.nominal);
+            let accuracy = best.and_then(crate::view::accuracy).map(percent);
+            let result = match (compact, best, accuracy) {
+                (0, Some(t), Some(a)) => format!(" best {a} #{}", t.id),
+                (1, Some(_), Some(a)) => format!(" {a}"),
+                (0, _, _) => " no result yet".into(),
+                _ => String::new(),
             };
+            let marker = if compact == 2 { format!("{BEST_MARKER}{name}") } else { format!("{BEST_MARKER} {name}") };
             items.push(vec![
-                Span::styled(format!("{BEST_MARKER} {name}"), Style::new().fg(colour).add_modifier(Modifier::BOLD)),
+                Span::styled(marker, Style::new().fg(colour).add_modifier(Modifier::BOLD)),
                 Span::raw(result),
             ]);
         }
         if let Some(t) = self.view.info.target_top1 {
-            items.push(vec![
-                Span::styled(format!("{TARGET_MARKER}{TARGET_MARKER}"), Style::new().fg(self.palette.target)),
-                Span::raw(format!(" target {}", percent(t))),
-            ]);
+            let line = if compact == 2 { TARGET_MARKER.to_string() } else { format!("{TARGET_MARKER}{TARGET_MARKER}") };
+            let text = if compact == 2 { format!("target {}", percent(t)) } else { format!(" target {}", percent(t)) };
+            items.push(vec![Span::styled(line, Style::new().fg(self.palette.target)), Span::raw(text)]);
         }
         items
+    }
+
+    /// The most telling legend that leaves the chart enough rows: about one legend row per six.
+    fn legend_lines(&self, width: u16, height: u16) -> Vec<Line<'static>> {
+        let allowed = (height as usize / 6).max(1);
+        let mut lines = Vec::new();
+        for compact in 0..=2 {
+            lines = wrap_items(self.legend(compact), width, if compact == 2 { 2 } else { 3 });
+            if lines.len() <= allowed {
+                break;
+            }
+        }
+        lines
     }
 
     fn curves(&self) -> Vec<Curve> {
@@ -180,7 +198,7 @@ impl Widget for Curves<'_> {
         if inner.width < 4 || inner.height < 2 {
             return;
         }
-        let legend = wrap_items(self.legend(), inner.width, 3);
+        let legend = self.legend_lines(inner.width, inner.height);
         let legend_rows = (legend.len() as u16).min(inner.height.saturating_sub(3));
         let legend_area = Rect { height: legend_rows, ..inner };
         Paragraph::new(legend).render(legend_area, buf);
@@ -321,9 +339,12 @@ mod tests {
     #[test]
     fn an_empty_study_says_so_and_tiny_areas_do_not_panic() {
         let view = StudyView::live(info(), Vec::new());
-        let buf = render(&view, None, 50, 10);
+        let buf = render(&view, None, 70, 20);
         assert!(text(&buf).contains("no trials yet"), "{}", text(&buf));
         assert!(text(&buf).contains("32K→1536 no result yet"));
+        // Short of rows, the legend keeps one line: names and proxy batches only.
+        let buf = render(&view, None, 40, 9);
+        assert!(text(&buf).contains("◆32K→1536  ◆48K→2304  ◆64K→3072"), "{}", text(&buf));
         let full = StudyView::live(info(), trials());
         for (w, h) in [(0, 0), (1, 1), (3, 3), (8, 4), (20, 5)] {
             render(&full, None, w, h);

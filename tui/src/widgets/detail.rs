@@ -12,7 +12,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
+use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget, Wrap};
 
 /// Column widths of the epochs table.
 const EPOCH_WIDTHS: [u16; 8] = [3, 6, 7, 6, 8, 5, 6, 6];
@@ -172,8 +172,13 @@ impl Widget for TrialDetail<'_> {
             .border_style(self.palette.border(true));
         let inner = block.inner(area);
         block.render(area, buf);
+        // The error tail, wrapped: as many rows as it needs, up to a third of the panel.
+        let wrapped_rows = |text: &str| -> u16 {
+            let width = inner.width.saturating_sub(2).max(1) as usize;
+            text.lines().map(|l| l.chars().count().div_ceil(width).max(1) as u16).sum()
+        };
         let error_rows = match &t.error {
-            Some(e) if !e.is_empty() => (e.lines().count() as u16 + 2).min(inner.height / 3).max(3),
+            Some(e) if !e.is_empty() => (wrapped_rows(e) + 2).min(inner.height / 3).max(3),
             _ => 0,
         };
         let summary_lines = self.summary(inner.width);
@@ -192,13 +197,11 @@ impl Widget for TrialDetail<'_> {
         self.epochs_table(epochs, buf);
         if let Some(text) = t.error.as_deref().filter(|_| error_rows > 0) {
             let block = Block::bordered().title(" error (last lines) ").border_style(Style::new().fg(self.palette.error));
-            let lines: Vec<&str> = text.lines().collect();
-            let fit = error_rows.saturating_sub(2) as usize;
-            let tail: Vec<Line> = lines[lines.len().saturating_sub(fit)..]
-                .iter()
-                .map(|l| Line::styled(l.to_string(), Style::new().fg(self.palette.error)))
-                .collect();
-            Paragraph::new(tail).block(block).render(error, buf);
+            let lines: Vec<Line> =
+                text.lines().map(|l| Line::styled(l.to_string(), Style::new().fg(self.palette.error))).collect();
+            // Scrolled to its end: the last lines are the telling ones.
+            let skip = wrapped_rows(text).saturating_sub(error_rows.saturating_sub(2));
+            Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((skip, 0)).block(block).render(error, buf);
         }
     }
 }

@@ -166,13 +166,20 @@ impl Widget for BatchGap<'_> {
             y += 1;
         }
         if y < bottom {
-            let key = Line::from(vec![
-                Span::styled(MEDIAN_FILL.to_string(), muted),
-                Span::styled(" median ", muted),
-                Span::styled(TUNED_FILL.to_string(), muted),
-                Span::styled(" to best", muted),
-                Span::styled(if show_gap { "  pt: vs baseline" } else { "" }, muted),
-            ]);
+            let key = |median: &'static str, best: &'static str, gap: &'static str| {
+                Line::from(vec![
+                    Span::styled(format!("{MEDIAN_FILL}{median}{TUNED_FILL}{best}"), muted),
+                    Span::styled(if show_gap { gap } else { "" }, muted),
+                ])
+            };
+            let key = super::fit(
+                vec![
+                    key(" median ", " to best", "  pt: vs baseline"),
+                    key(" median ", " best", "  pt: vs baseline"),
+                    key(" median ", " best", "  pt vs base"),
+                ],
+                inner.width,
+            );
             buf.set_line(inner.x, y, &key, inner.width);
         }
     }

@@ -8,7 +8,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, StatefulWidget, Table, TableState, Widget};
 
 /// The columns: header, width.
 const COLUMNS: [(&str, u16); 11] = [
@@ -131,7 +131,8 @@ impl StatefulWidget for TrialsTable<'_> {
             .block(block)
             .column_spacing(1)
             .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-            .highlight_symbol("▶");
+            .highlight_symbol("▶")
+            .highlight_spacing(HighlightSpacing::Always);
         StatefulWidget::render(table, area, buf, state);
         if empty {
             let msg = if app.view.trials().next().is_none() { "no trials yet" } else { "no trial matches the filter (Esc clears it)" };
