@@ -101,3 +101,9 @@ fn shipped_spaces_plan_cleanly() {
         assert!(stdout.contains(scaling), "{stdout}");
     }
 }
+
+#[test]
+fn baseline_out_of_range() {
+    let (text, line) = edit("baseline_top1 = 0.8545", "baseline_top1 = 85.45");
+    refused("baseline-range", &text, line, "study.baseline_top1");
+}
