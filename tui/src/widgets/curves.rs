@@ -179,7 +179,7 @@ pub(crate) fn draw_epoch_labels(buf: &mut Buffer, area: Rect, y_label_width: u16
     let mut free_from = graph_x;
     for e in 1..epochs {
         let (start, text) = place(e);
-        if start >= free_from && start + text.len() as u16 + 1 <= last_start.saturating_sub(1) {
+        if start >= free_from && start + (text.len() as u16) < last_start.saturating_sub(1) {
             buf.set_string(start, row, &text, style);
             free_from = start + text.len() as u16 + 1;
         }
