@@ -209,8 +209,10 @@ fn dashboard_keys_work_on_a_real_search() {
         "best-trial markers by colour {markers:?} on:\n{s}"
     );
 
-    // k: stop refine trial 3 while it runs; its detail says why.
+    // k: stop refine trial 3 while it runs; its detail says why. Paused first, so trial 4 waits
+    // for the rest of the keys.
     t.wait("trial 3 to start", 30, |s| row(s, 3).contains("running"));
+    t.keys(&["p"]);
     t.keys(&["Down", "Down", "k"]);
     t.wait("trial 3 to stop", 15, |s| row(s, 3).contains("stopped"));
     t.keys(&["Enter"]);
@@ -227,15 +229,18 @@ fn dashboard_keys_work_on_a_real_search() {
     t.wait("the help", 5, |s| s.contains(" keys ") && s.contains("pause / resume new trials"));
     t.keys(&["Escape"]);
 
-    // q, then h: the dashboard closes, the search goes on headless to its end.
-    t.wait("trial 4 to start", 30, |s| row(s, 4).contains("running"));
+    // q, then h: the dashboard closes and the paused search goes on headless to its end.
+    assert!(row(&t.screen(false), 4).contains("queued"), "paused: trial 4 waits");
     t.keys(&["q"]);
     t.wait("the quit question", 5, |s| s.contains("Quit how?"));
     t.keys(&["h"]);
     t.wait("progress lines", 10, |s| s.contains("the search goes on headless"));
     let s = t.wait("the end of the search", 90, |s| s.contains("EXIT="));
     assert!(s.contains("EXIT=0") && s.contains("study smoke done"), "{s}");
-    assert!(s.contains("trial 4 finished"), "progress lines went on after the dashboard closed:\n{s}");
+    assert!(
+        s.contains("trial 4 started") && s.contains("trial 4 finished"),
+        "progress lines went on after the dashboard closed:\n{s}"
+    );
     drop(t);
 
     let trials = export(&store);

@@ -154,6 +154,9 @@ impl App {
     /// Applies an event from the tuner.
     pub fn apply(&mut self, event: DashEvent) {
         let stopped = event == DashEvent::Stopped;
+        if let DashEvent::Note(text) = &event {
+            self.say(text.clone());
+        }
         self.view.apply(event);
         if stopped {
             self.exit = Some(Exit::Stopped);
@@ -281,14 +284,8 @@ impl App {
     fn quit_dialog_key(&mut self, code: KeyCode) {
         match code {
             KeyCode::Char('s') | KeyCode::Char('y') => self.stop_search(),
-            KeyCode::Char('h') => {
-                if self.paused {
-                    // Nobody could resume a paused headless search.
-                    self.outbox.push(Command::Resume);
-                    self.paused = false;
-                }
-                self.exit = Some(Exit::Detached);
-            }
+            // The caller resumes a paused search once the terminal is back (see `Exit::Detached`).
+            KeyCode::Char('h') => self.exit = Some(Exit::Detached),
             KeyCode::Esc | KeyCode::Char('c') | KeyCode::Char('n') | KeyCode::Char('q') => {
                 self.overlay = Overlay::None
             }
@@ -479,7 +476,7 @@ mod tests {
         press(&mut a, KeyCode::Char('q'));
         press(&mut a, KeyCode::Char('h'));
         assert_eq!(a.exit(), Some(Exit::Detached));
-        assert_eq!(a.take_commands(), [Command::Pause, Command::Resume], "a headless search must not stay paused");
+        assert_eq!(a.take_commands(), [Command::Pause], "resuming is the caller's, after the terminal is back");
 
         let mut a = app();
         press(&mut a, KeyCode::Char('q'));

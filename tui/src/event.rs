@@ -51,7 +51,8 @@ pub enum Command {
 pub enum Exit {
     /// The user closed it; nothing is running any more (or never was).
     Closed,
-    /// The user chose to keep the search running without the dashboard.
+    /// The user chose to keep the search running without the dashboard. Nobody can resume a
+    /// paused search any more: the caller resumes it, after the terminal is restored.
     Detached,
     /// The search was stopped on request and has wound down.
     Stopped,

@@ -173,12 +173,13 @@ mod tests {
         // The inbox is found closed before the key is read: nothing was sent yet.
         assert_eq!(exit.expect("loop"), Exit::Disconnected);
         assert_eq!(app.view.notes, ["hello"]);
+        assert_eq!(app.message.as_deref(), Some("hello"), "a note shows in the footer");
 
         let (tx, rx) = mpsc::channel::<DashEvent>();
         let script = Script(VecDeque::from([key('p'), key('q'), key('h')]));
         let exit = run(&mut terminal, &mut app, Some(&rx), &mut { script }, &mut |c| sent.push(c), &|| 1.0);
         assert_eq!(exit.expect("loop"), Exit::Detached);
-        assert_eq!(sent, [Command::Pause, Command::Resume]);
+        assert_eq!(sent, [Command::Pause]);
         drop(tx);
     }
 

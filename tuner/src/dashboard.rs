@@ -36,6 +36,7 @@ pub fn start(run: &RunPlan, store: &Store, progress: Progress) -> Result<(Output
     let info = study_info(&run.space, &run.data, Some((run.max_concurrent, run.threads)));
     let trials = store.trials()?;
     let (events, inbox) = mpsc::channel();
+    let resume = control_tx.clone();
     let thread = std::thread::Builder::new().name("dashboard".into()).spawn(move || {
         let exit = jizhi_tui::run_live(info, trials, inbox, move |command| {
             let _ = control_tx.send(match command {
@@ -45,10 +46,12 @@ pub fn start(run: &RunPlan, store: &Store, progress: Progress) -> Result<(Output
                 Command::StopSearch => Control::StopSearch,
             });
         });
-        // Said at once (the next trial event may be minutes away); the run prints nothing
-        // until it sees this thread has ended.
+        // Said at once (the next trial event may be minutes away). The inbox is closed by now,
+        // so the run, which prints nothing while the dashboard is open, notices it on its next
+        // event; only then may a paused search go on.
         if let Ok(Exit::Detached) = exit {
             println!("dashboard closed: the search goes on headless, one line per trial event");
+            let _ = resume.send(Control::Resume);
         }
         exit
     })?;
@@ -64,12 +67,14 @@ impl Output {
     /// A stage begins with `jobs` still to run out of `total`; `text` says so in a line.
     pub fn stage(&mut self, stage: Stage, total: usize, jobs: &[Job], text: String) {
         self.check_dashboard();
-        let Some(live) = &self.live else {
+        let name = stage.as_str().to_string();
+        let stage = DashEvent::Stage { name, trials: total, to_run: jobs.len() };
+        let sent = self.live.as_ref().is_some_and(|l| l.events.send(stage).is_ok());
+        let Some(live) = self.live.as_ref().filter(|_| sent) else {
+            self.close_dashboard();
             println!("{text}");
             return;
         };
-        let name = stage.as_str().to_string();
-        let _ = live.events.send(DashEvent::Stage { name, trials: total, to_run: jobs.len() });
         for job in jobs {
             // Interrupted trials read "running" in the store until they start again.
             let mut queued = job.record.clone();
@@ -91,16 +96,16 @@ impl Output {
         // A trial the stopping search sent back to planned has not ended: the tally skips it.
         let interrupted = matches!(event, TrialEvent::Ended(r) if r.status == TrialStatus::Planned);
         let line = (!interrupted).then(|| self.progress.line(event));
-        match &self.live {
-            Some(live) => {
-                let _ = live.events.send(DashEvent::Trial(record.clone()));
+        if let Some(live) = &self.live {
+            if live.events.send(DashEvent::Trial(record.clone())).is_ok() {
                 self.send_progress();
+                return;
             }
-            None => {
-                if let Some(line) = line {
-                    println!("{line}");
-                }
-            }
+            // The dashboard let go of its inbox: it is closing, and this event is for the lines.
+            self.close_dashboard();
+        }
+        if let Some(line) = line {
+            println!("{line}");
         }
     }
 
@@ -113,9 +118,13 @@ impl Output {
 
     /// Notices a dashboard that closed while the search goes on, and carries on in lines.
     fn check_dashboard(&mut self) {
-        if !self.live.as_ref().is_some_and(|l| l.thread.is_finished()) {
-            return;
+        if self.live.as_ref().is_some_and(|l| l.thread.is_finished()) {
+            self.close_dashboard();
         }
+    }
+
+    /// Waits for a closing dashboard's thread and switches to lines.
+    fn close_dashboard(&mut self) {
         let Some(live) = self.live.take() else { return };
         let why = match live.thread.join() {
             Ok(Ok(Exit::Detached)) => None,
