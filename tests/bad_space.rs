@@ -121,3 +121,9 @@ fn missing_data_set_says_how_to_install_it() {
     let created: Vec<_> = std::fs::read_dir(&work).expect("ls").collect();
     assert!(created.is_empty(), "something was written: {created:?}");
 }
+
+#[test]
+fn baseline_out_of_range() {
+    let (text, line) = edit("baseline_top1 = 0.8545", "baseline_top1 = 85.45");
+    refused("baseline-range", &text, line, "study.baseline_top1");
+}

@@ -16,6 +16,7 @@ use std::path::PathBuf;
         jizhi-tune search-spaces/smoke.toml --headless --fresh\n  \
         jizhi-tune plan search-spaces/alexnet64k.toml         check a file and print the plan\n  \
         jizhi-tune show search-spaces/alexnet64k.toml         trials and best configuration\n  \
+        jizhi-tune dashboard runs/alexnet64k                  the dashboard of a stored study\n  \
         jizhi-tune export runs/alexnet64k --format csv        every trial and epoch"
 )]
 pub struct Cli {
@@ -38,7 +39,7 @@ pub struct RunArgs {
     /// Store folder of the study [default: runs/<study name>/].
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Print one line per trial event instead of the dashboard.
+    /// Print one line per trial event instead of the live dashboard (the default in a terminal).
     #[arg(long)]
     pub headless: bool,
     /// Trials run at the same time [default: number of cores / threads per trial].
@@ -75,6 +76,14 @@ pub enum Command {
     /// Show a table of trials and the best configuration per batch size.
     #[command(after_help = "Example:\n  jizhi-tune show search-spaces/alexnet64k.toml")]
     Show {
+        /// A store folder or the study's search-space file.
+        #[arg(value_name = "STORE|SPACE.toml")]
+        target: PathBuf,
+    },
+    /// Show the dashboard of a study that is not running (read from its store).
+    #[command(after_help = "Example:\n  jizhi-tune dashboard search-spaces/alexnet64k.toml\n\n\
+        A running study shows its dashboard in the terminal that started it.")]
+    Dashboard {
         /// A store folder or the study's search-space file.
         #[arg(value_name = "STORE|SPACE.toml")]
         target: PathBuf,

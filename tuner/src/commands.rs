@@ -29,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Bench(cmd)) => crate::bench::run(&cmd),
         Some(Command::Show { target }) => show(&target),
         Some(Command::Export { target, format }) => export(&target, format),
+        Some(Command::Dashboard { target }) => dashboard(&target),
         None => {
             let space = cli.space.context("a search-space file is required (see --help)")?;
             run(&space, &cli.run)
@@ -77,9 +78,6 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let store_dir = args.store.clone().unwrap_or_else(|| study::default_store_dir(&space));
-    if !args.headless && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        println!("(the live dashboard is not built yet: progress is printed line by line)");
-    }
     let seed = args.seed.unwrap_or(space.study.seed);
     let plan = RunPlan {
         max_concurrent: args.max_concurrent.unwrap_or((cores / args.threads_per_trial).max(1)),
@@ -88,6 +86,7 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
         data,
         store_dir,
         seed,
+        dashboard: !args.headless && std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
     study::run(plan, args.fresh)
 }
@@ -143,6 +142,39 @@ fn show(target: &Path) -> Result<()> {
     let space = space.context("the store holds no study yet")?;
     let data = DataPlan::for_space(&space)?;
     print!("{}", report::table(&space, &data, &store.trials()?));
+    Ok(())
+}
+
+/// The dashboard of a study that is not running, read once from its store.
+///
+/// sled lets one process open a store, so a study that is running cannot be read here: the
+/// message names the process that runs it (whose terminal shows it live).
+fn dashboard(target: &Path) -> Result<()> {
+    let (store, space) = match open_existing(target) {
+        Err(e) => {
+            if let Some(jizhi_store::StoreError::Locked { dir, pid }) = e.downcast_ref::<jizhi_store::StoreError>() {
+                bail!(
+                    "the study in {} is running in process {pid}: its dashboard is in the terminal that started it \
+                     (or its progress lines, if it runs headless); `jizhi-tune dashboard` shows a study that is \
+                     not running, so run it again once that process has ended",
+                    dir.display()
+                );
+            }
+            return Err(e);
+        }
+        Ok(opened) => opened,
+    };
+    let space = space.context("the store holds no study yet")?;
+    let data = DataPlan::for_space(&space)?;
+    let trials = store.trials()?;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!(BadInput(
+            "`jizhi-tune dashboard` needs a terminal; `jizhi-tune show` prints the study as text".into()
+        ));
+    }
+    // Let go of the store before showing it, so the study can be resumed meanwhile.
+    drop(store);
+    jizhi_tui::run_stored(crate::dashboard::study_info(&space, &data, None), trials)?;
     Ok(())
 }
 

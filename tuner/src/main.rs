@@ -6,6 +6,8 @@
 mod bench;
 mod cli;
 mod commands;
+mod control;
+mod dashboard;
 mod format;
 mod plan;
 mod progress;

@@ -54,16 +54,26 @@ impl Progress {
         self.epoch_images.insert(id, (images_per_epoch, epochs));
     }
 
-    fn eta(&self) -> String {
+    /// Seconds of work left at this run's rate so far, once there is a rate.
+    pub fn eta_secs(&self) -> Option<f64> {
         let elapsed = self.started.elapsed().as_secs_f64();
-        if self.images_this_run <= 0.0 {
-            return "estimating".into();
-        }
-        let rate = self.images_this_run / elapsed;
-        format!("~{} left", duration(self.remaining_images / rate))
+        (self.images_this_run > 0.0).then(|| self.remaining_images / (self.images_this_run / elapsed))
     }
 
-    fn prefix(&self) -> String {
+    /// Trials ended and trials planned so far.
+    pub fn trials(&self) -> (usize, usize) {
+        (self.done_trials, self.planned_trials)
+    }
+
+    fn eta(&self) -> String {
+        match self.eta_secs() {
+            Some(secs) => format!("~{} left", duration(secs)),
+            None => "estimating".into(),
+        }
+    }
+
+    /// The tally that starts every line: trials done/planned, elapsed, time left.
+    pub fn prefix(&self) -> String {
         format!(
             "[{:>3}/{} trials | {} | {}]",
             self.done_trials,

@@ -4,6 +4,7 @@
 //! they come; every state change is durable in the store before the scheduler moves on, so a kill
 //! of the tuner at any moment loses no finished trial.
 
+use crate::control::{Controls, StopReason};
 use crate::trial::TrialLine;
 use anyhow::{Context, Result};
 use jizhi_store::{EpochMetrics, Event, Store, TrialRecord, TrialStatus};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Lines of a failed trial's stderr kept as its error.
 const STDERR_TAIL_LINES: usize = 20;
@@ -46,38 +47,50 @@ pub enum TrialEvent {
     Ended(TrialRecord),
 }
 
-/// Runs `jobs` with at most `max_concurrent` at once, calling `on_event` for every trial event.
+/// Runs `jobs` with at most `max_concurrent` at once, calling `on_event` for every trial event
+/// and following the requests that arrive through `controls` (pause, stop a trial, stop all).
 pub async fn run_jobs(
     store: Arc<Store>,
     exe: PathBuf,
     jobs: Vec<Job>,
     max_concurrent: usize,
+    controls: &mut Controls,
     on_event: &mut dyn FnMut(&TrialEvent),
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<TrialEvent>();
     let mut queue: VecDeque<Job> = jobs.into();
     let mut running = tokio::task::JoinSet::new();
-    loop {
-        while running.len() < max_concurrent.max(1) {
-            let Some(job) = queue.pop_front() else { break };
-            running.spawn(run_one(store.clone(), exe.clone(), job, tx.clone()));
+    let mut report = |event: &TrialEvent, controls: &mut Controls| {
+        if let TrialEvent::Ended(r) = event {
+            controls.ended(r.id);
         }
-        if running.is_empty() {
+        on_event(event);
+    };
+    loop {
+        controls.apply_waiting();
+        while running.len() < max_concurrent.max(1) && !controls.holds_back() {
+            let Some(job) = queue.pop_front() else { break };
+            let stop = controls.started(job.record.id);
+            running.spawn(run_one(store.clone(), exe.clone(), job, tx.clone(), stop));
+        }
+        // A paused search with trials queued waits here for the next request.
+        if running.is_empty() && (queue.is_empty() || controls.stopped()) {
             break;
         }
         tokio::select! {
-            Some(event) = rx.recv() => on_event(&event),
+            Some(event) = rx.recv() => report(&event, controls),
             Some(done) = running.join_next() => {
                 done.context("a trial task panicked")??;
                 // Report what the finished task sent before starting the next one.
                 while let Ok(event) = rx.try_recv() {
-                    on_event(&event);
+                    report(&event, controls);
                 }
             }
+            control = controls.recv() => controls.apply(control),
         }
     }
     while let Ok(event) = rx.try_recv() {
-        on_event(&event);
+        report(&event, controls);
     }
     Ok(())
 }
@@ -104,7 +117,13 @@ async fn log(store: &Arc<Store>, id: u64, kind: &str, detail: String) -> Result<
 }
 
 /// Runs one trial to its end; store errors are returned (they stop the study), trial failures are recorded.
-async fn run_one(store: Arc<Store>, exe: PathBuf, job: Job, tx: mpsc::UnboundedSender<TrialEvent>) -> Result<()> {
+async fn run_one(
+    store: Arc<Store>,
+    exe: PathBuf,
+    job: Job,
+    tx: mpsc::UnboundedSender<TrialEvent>,
+    stop: oneshot::Receiver<StopReason>,
+) -> Result<()> {
     let mut record = job.record;
     let id = record.id;
     record.status = TrialStatus::Running;
@@ -125,7 +144,7 @@ async fn run_one(store: Arc<Store>, exe: PathBuf, job: Job, tx: mpsc::UnboundedS
     command.kill_on_drop(true);
     die_with_parent(&mut command);
     let outcome = match command.spawn() {
-        Ok(child) => follow(&store, child, &mut record, job.epochs, &tx).await?,
+        Ok(child) => follow(&store, child, &mut record, job.epochs, &tx, stop).await?,
         Err(e) => Outcome::Failed(format!("could not start {}: {e}", exe.display())),
     };
     match outcome {
@@ -144,11 +163,28 @@ async fn run_one(store: Arc<Store>, exe: PathBuf, job: Job, tx: mpsc::UnboundedS
             record.status = TrialStatus::Failed;
             record.error = Some(error);
         }
+        Outcome::Stopped(StopReason::User) => {
+            record.status = TrialStatus::Failed;
+            record.error = Some(crate::control::STOPPED_BY_USER.into());
+        }
+        Outcome::Stopped(StopReason::Search) => {
+            // Back to planned, as if never started: it reruns from scratch on resume.
+            record.status = TrialStatus::Planned;
+            record.epochs.clear();
+        }
     }
     let r = record.clone();
-    blocking(&store, move |s| s.put_trial(&r)).await?;
+    let interrupted = record.status == TrialStatus::Planned;
+    blocking(&store, move |s| {
+        if interrupted {
+            s.clear_epochs(r.id)?;
+        }
+        s.put_trial(&r)
+    })
+    .await?;
     let detail = record.error.clone().unwrap_or_default();
-    log(&store, id, status_word(record.status), detail).await?;
+    let kind = if interrupted { "interrupted" } else { status_word(record.status) };
+    log(&store, id, kind, detail).await?;
     let _ = tx.send(TrialEvent::Ended(record));
     Ok(())
 }
@@ -167,6 +203,7 @@ pub fn status_word(status: TrialStatus) -> &'static str {
 enum Outcome {
     Finished(crate::trial::FinalRecord),
     Failed(String),
+    Stopped(StopReason),
 }
 
 /// Reads a running trial's progress lines until it exits.
@@ -176,6 +213,7 @@ async fn follow(
     record: &mut TrialRecord,
     epochs: u32,
     tx: &mpsc::UnboundedSender<TrialEvent>,
+    stop: oneshot::Receiver<StopReason>,
 ) -> Result<Outcome> {
     let stdout = child.stdout.take().context("trial stdout")?;
     let stderr = child.stderr.take().context("trial stderr")?;
@@ -193,7 +231,28 @@ async fn follow(
     let mut last = None;
     let mut bad_line = None;
     let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.context("reading trial output")? {
+    let mut stop = Some(stop);
+    let mut stopped = None;
+    loop {
+        let waiting_stop = async {
+            match stop.as_mut() {
+                Some(stop) => stop.await,
+                None => std::future::pending().await,
+            }
+        };
+        let line = tokio::select! {
+            line = lines.next_line() => line.context("reading trial output")?,
+            reason = waiting_stop => {
+                stop = None;
+                // A dropped sender is no request; a request kills the trial, whose output then ends.
+                if let Ok(reason) = reason {
+                    stopped = Some(reason);
+                    let _ = child.start_kill();
+                }
+                continue;
+            }
+        };
+        let Some(line) = line else { break };
         match serde_json::from_str::<TrialLine>(&line) {
             Ok(TrialLine::Epoch(e)) => {
                 let metrics = EpochMetrics {
@@ -219,10 +278,12 @@ async fn follow(
     }
     let status = child.wait().await.context("waiting for a trial")?;
     let stderr_tail = tail.await.unwrap_or_default();
-    Ok(match (status.success(), last, bad_line) {
-        (true, Some(last), None) => Outcome::Finished(last),
-        (_, _, Some(bad)) => Outcome::Failed(bad),
-        (ok, _, None) => {
+    Ok(match (status.success(), last, bad_line, stopped) {
+        // A trial that completed before the stop took effect counts as finished.
+        (true, Some(last), None, _) => Outcome::Finished(last),
+        (_, _, _, Some(reason)) => Outcome::Stopped(reason),
+        (_, _, Some(bad), None) => Outcome::Failed(bad),
+        (ok, _, None, None) => {
             let how = if ok { "exited without a final record".to_string() } else { format!("exited with {status}") };
             Outcome::Failed(if stderr_tail.is_empty() { how } else { format!("{how}: {stderr_tail}") })
         }

@@ -26,6 +26,8 @@ pub struct RunPlan {
     pub max_concurrent: usize,
     /// Threads per trial.
     pub threads: usize,
+    /// Show the live dashboard (else one progress line per trial event).
+    pub dashboard: bool,
 }
 
 /// The default store folder of a study.
@@ -219,7 +221,7 @@ pub fn run(run: RunPlan, fresh: bool) -> Result<()> {
     let store = Arc::new(open_study(&run, fresh)?);
     let exe = std::env::current_exe().context("locating the jizhi-tune executable")?;
     let shown = run.space.params.iter().map(|p| p.name.clone()).collect();
-    let mut progress = Progress::new(shown);
+    let (mut output, mut controls) = crate::dashboard::start(&run, &store, Progress::new(shown))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -227,33 +229,46 @@ pub fn run(run: RunPlan, fresh: bool) -> Result<()> {
 
     let coarse = coarse_specs(&run.space, &run.data);
     let refine_planned = run.space.batches.len() * run.space.stages.refine_points as usize;
-    let jobs = reconcile(&run, &store, &coarse, &mut progress)?;
+    let jobs = reconcile(&run, &store, &coarse, output.progress())?;
     // The refine stage's size is known before its points are: count its work from the start.
-    progress.plan(refine_planned, refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
-    println!(
+    output.progress().plan(refine_planned, refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
+    let text = format!(
         "stage coarse: {} trials ({} to run), {} epoch(s) on {} of the data",
         coarse.len(),
         jobs.len(),
         run.space.stages.coarse_epochs,
         crate::format::percent(run.space.stages.coarse_fraction)
     );
-    let mut print = |e: &scheduler::TrialEvent| println!("{}", progress.line(e));
-    runtime.block_on(scheduler::run_jobs(store.clone(), exe.clone(), jobs, run.max_concurrent, &mut print))?;
+    output.stage(Stage::Coarse, coarse.len(), &jobs, text);
+    let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
+    runtime.block_on(scheduler::run_jobs(store.clone(), exe.clone(), jobs, run.max_concurrent, &mut controls, on_event))?;
+    if controls.stopped() {
+        output.finish(true)?;
+        println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
+        return Ok(());
+    }
 
     let all = store.trials()?;
     let refine = refine_specs(&run.space, &run.data, &all, coarse.len() as u64 + 1);
     // reconcile() counts the refine stage again; take back the provisional count first.
-    progress.plan_retract(refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
-    let jobs = reconcile(&run, &store, &refine, &mut progress)?;
-    println!(
+    output.progress().plan_retract(refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
+    let jobs = reconcile(&run, &store, &refine, output.progress())?;
+    let text = format!(
         "stage refine: {} trials ({} to run), {} epoch(s) on {} of the data",
         refine.len(),
         jobs.len(),
         run.space.stages.refine_epochs,
         crate::format::percent(run.space.stages.refine_fraction)
     );
-    let mut print = |e: &scheduler::TrialEvent| println!("{}", progress.line(e));
-    runtime.block_on(scheduler::run_jobs(store.clone(), exe, jobs, run.max_concurrent, &mut print))?;
+    output.stage(Stage::Refine, refine.len(), &jobs, text);
+    let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
+    runtime.block_on(scheduler::run_jobs(store.clone(), exe, jobs, run.max_concurrent, &mut controls, on_event))?;
+    let stopped = controls.stopped();
+    output.finish(stopped)?;
+    if stopped {
+        println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
+        return Ok(());
+    }
 
     let trials = store.trials()?;
     print!("{}", report::summary(&run.space, &run.data, &trials));

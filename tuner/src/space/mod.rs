@@ -44,6 +44,10 @@ pub struct Study {
     pub objective: Objective,
     /// Target validation top-1 in [0,1], if any.
     pub target_top1: Option<f64>,
+    /// Validation top-1 of a small-batch run, the reference large batches are compared with.
+    pub baseline_top1: Option<f64>,
+    /// The nominal batch size the baseline was trained at.
+    pub baseline_batch: Option<u64>,
     /// Seed of every trial and proposal.
     pub seed: u64,
 }

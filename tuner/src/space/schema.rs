@@ -23,6 +23,8 @@ pub struct RawStudy {
     #[serde(default = "default_objective")]
     pub objective: String,
     pub target_top1: Option<f64>,
+    pub baseline_top1: Option<f64>,
+    pub baseline_batch: Option<u64>,
     #[serde(default)]
     pub seed: u64,
 }

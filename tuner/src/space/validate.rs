@@ -104,7 +104,23 @@ fn check_study(c: &Checker, raw: &RawSpace) -> Result<Study, SpaceError> {
         "study.objective",
         "`time-to-target` needs `study.target_top1`",
     )?;
-    Ok(Study { name: s.name.clone(), objective, target_top1: s.target_top1, seed: s.seed })
+    if let Some(b) = s.baseline_top1 {
+        c.ensure((0.0..=1.0).contains(&b), "study.baseline_top1", "must be a fraction in [0, 1]")?;
+    }
+    c.ensure(s.baseline_batch != Some(0), "study.baseline_batch", "must be a positive batch size")?;
+    c.ensure(
+        s.baseline_batch.is_none() || s.baseline_top1.is_some(),
+        "study.baseline_batch",
+        "names the batch of a baseline: set `study.baseline_top1` too",
+    )?;
+    Ok(Study {
+        name: s.name.clone(),
+        objective,
+        target_top1: s.target_top1,
+        baseline_top1: s.baseline_top1,
+        baseline_batch: s.baseline_batch,
+        seed: s.seed,
+    })
 }
 
 fn check_trainer(c: &Checker, raw: &RawSpace) -> Result<TrainerSetup, SpaceError> {
