@@ -157,10 +157,11 @@ pub fn round_counting_par(par: &Par, fmt: Option<HalfFormat>, x: &mut [f32]) -> 
 
 /// True if every value is finite.
 pub fn all_finite(x: &[f32]) -> bool {
-    // Summing `v - v` is 0 for finite values and NaN otherwise; it vectorises, unlike an early-exit loop.
+    // Summing `v * 0` is 0 for finite values and NaN for inf/NaN; it vectorises, unlike an
+    // early-exit loop.
     let mut acc = 0.0f32;
     for &v in x {
-        acc += v - v;
+        acc += v * 0.0;
     }
     acc == 0.0
 }

@@ -107,6 +107,7 @@ impl Drop for Pipeline {
 }
 
 /// Producer loop: runs on the input thread.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     data: &Dataset,
     mut order: Vec<u32>,
