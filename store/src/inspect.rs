@@ -407,7 +407,8 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
             recovered_index.trials.keys().chain(journal_state.trials.keys()).copied().collect();
         for id in ids {
             let (a, b) = (recovered_index.trial(id), journal_state.trial(id));
-            if a != b {
+            // Compared as stored (JSON), so that a NaN loss equals itself.
+            if serde_json::to_string(&a).ok() != serde_json::to_string(&b).ok() {
                 report.mismatches.push(describe_mismatch(id, a.as_ref(), b.as_ref()));
             }
         }

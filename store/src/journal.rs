@@ -204,6 +204,39 @@ pub(crate) fn scan(bytes: &[u8], base: u64) -> Scan {
     out
 }
 
+/// The first study record in the journal at `path`, reading only the frame headers up to it (a
+/// cheap look at a big journal); None when there is none or a damaged frame stops the walk first.
+pub(crate) fn first_study(path: &Path) -> Result<Option<StudyRecord>, StoreError> {
+    const STUDY_PREFIX: &[u8] = b"{\"study\":";
+    let file = File::open(path).map_err(io("read journal", path))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut header = [0u8; HEADER_LEN + STUDY_PREFIX.len()];
+    loop {
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io("read journal", path)(e)),
+        }
+        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if header[..4] != MAGIC || len > MAX_PAYLOAD || len < STUDY_PREFIX.len() {
+            return Ok(None);
+        }
+        let rest = len - STUDY_PREFIX.len();
+        if header[HEADER_LEN..] == *STUDY_PREFIX {
+            let mut frame = header.to_vec();
+            frame.resize(HEADER_LEN + len, 0);
+            if reader.read_exact(&mut frame[header.len()..]).is_err() {
+                return Ok(None);
+            }
+            return Ok(match frame_at(&frame) {
+                FrameAt::Good(_, Entry::Study(study)) => Some(study),
+                _ => None,
+            });
+        }
+        reader.seek_relative(rest as i64).map_err(io("read journal", path))?;
+    }
+}
+
 /// The offset of the next readable frame at or after `from`, if any.
 fn next_frame(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
@@ -369,6 +402,23 @@ mod tests {
         b[last] ^= 4;
         let s = scan(&b, 0);
         assert_eq!((s.entries.len(), s.damage.len(), s.torn_tail), (3, 1, None));
+    }
+
+    #[test]
+    fn the_first_study_record_is_found_from_the_headers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal");
+        let study = StudyRecord { name: "s".into(), space_text: "x = 1".into(), seed: 1, created_unix: 2 };
+        let mut bytes = journal(3);
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(first_study(&path).expect("read"), None);
+        bytes.extend(frame(&Entry::Study(study.clone())).expect("frame"));
+        bytes.extend(journal(2));
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(first_study(&path).expect("read"), Some(study));
+        bytes[0] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(first_study(&path).expect("read"), None, "a damaged frame before it stops the walk");
     }
 
     #[test]

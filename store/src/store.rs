@@ -120,6 +120,18 @@ impl Store {
         })
     }
 
+    /// The study record of the store in `dir`, read from its journal alone: a look that writes
+    /// nothing (not even the recovery an open performs after a kill). Takes the lock while reading.
+    /// None when the store has no journal, no study record, or a damaged frame hides it.
+    pub fn peek_study(dir: &Path) -> Result<Option<StudyRecord>, StoreError> {
+        let path = dir.join(JOURNAL_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let _lock = DirLock::acquire(dir)?;
+        journal::first_study(&path)
+    }
+
     /// True when `dir` holds a store (a journal or an index).
     pub fn exists(dir: &Path) -> bool {
         dir.join(DB_DIR).is_dir() || dir.join(JOURNAL_FILE).is_file()

@@ -3,15 +3,20 @@
 //! This file only parses, validates, wires up and maps outcomes to exit codes; the work lives in
 //! the modules below.
 
+mod bench;
 mod cli;
 mod commands;
+mod drift;
+mod fork;
 mod format;
+mod import;
 mod plan;
 mod progress;
 mod ranking;
 mod report;
 mod scheduler;
 mod space;
+mod store_cmd;
 mod strategy;
 mod study;
 mod trial;
