@@ -369,6 +369,47 @@ mod tests {
     }
 
     #[test]
+    fn floats_survive_the_journal_bit_for_bit() {
+        // JSON must parse floats exactly (serde_json's float_roundtrip), or a value replayed from
+        // the journal could differ from the one recorded in its last bit.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut bytes = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..5000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x >> 2); // finite, spread over many exponents
+            let m = EpochMetrics {
+                epoch: i,
+                step: 1,
+                train_loss: v,
+                val_top1: (x % 1_000_000) as f64 / 997.0,
+                images_per_sec: 1.0 / (1.0 + i as f64),
+                loss_scale: 65536.0,
+                skipped_steps: 0,
+                wall_secs: 0.1 * f64::from(i),
+            };
+            bytes.extend(frame(&Entry::Epoch { trial: 1, metrics: m.clone() }).expect("frame"));
+            want.push(m);
+        }
+        let got: Vec<EpochMetrics> = scan(&bytes, 0)
+            .entries
+            .into_iter()
+            .map(|(_, e)| match e {
+                Entry::Epoch { metrics, .. } => metrics,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in [(g.train_loss, w.train_loss), (g.val_top1, w.val_top1), (g.images_per_sec, w.images_per_sec), (g.wall_secs, w.wall_secs)] {
+                assert_eq!(a.to_bits(), b.to_bits(), "{b:e} came back as {a:e}");
+            }
+        }
+        assert_eq!(got.len(), want.len());
+    }
+
+    #[test]
     fn every_cut_is_a_torn_tail_of_the_last_frame() {
         let bytes = journal(3);
         let two = scan(&bytes, 0).entries[1].0 as usize;

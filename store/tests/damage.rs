@@ -54,7 +54,10 @@ fn history(store: &Store) -> Result<String, jizhi_store::StoreError> {
     let study = store.study()?;
     let trials = store.trials()?;
     let events: Vec<Event> = store.events()?.into_iter().filter(|e| e.kind != "repaired").collect();
-    Ok(format!("{study:?}\n{trials:?}\n{events:?}"))
+    let mut lines = vec![format!("{study:?}")];
+    lines.extend(trials.iter().map(|t| format!("{t:?}")));
+    lines.extend(events.iter().map(|e| format!("{e:?}")));
+    Ok(lines.join("\n"))
 }
 
 /// Writes the undamaged store: a study of finished trials with epochs and events.
@@ -120,6 +123,19 @@ fn child(dir: &Path) {
     }
 }
 
+/// The first line where two histories differ, for a readable failure.
+fn first_difference(got: &str, want: &str) -> String {
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    for (i, want_line) in w.iter().enumerate() {
+        match g.get(i) {
+            Some(got_line) if got_line == want_line => {}
+            Some(got_line) => return format!("line {i}:\n  got  {got_line}\n  want {want_line}"),
+            None => return format!("{} lines instead of {}; first missing: {want_line}", g.len(), w.len()),
+        }
+    }
+    format!("{} lines instead of {}", g.len(), w.len())
+}
+
 /// The text between `tag` and END in a child's output.
 fn section(out: &str, tag: &str) -> Option<String> {
     let start = out.find(&format!("{tag}\n"))? + tag.len() + 1;
@@ -177,13 +193,13 @@ fn damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it() {
         assert!(out.status.success(), "{ctx}: the child failed ({}):\n{stdout}\n{stderr}", out.status);
         assert!(!stderr.contains("panicked"), "{ctx}: a panic:\n{stderr}");
         if let Some(history) = section(&stdout, "OPENED") {
-            assert_eq!(history, expected, "{ctx}: the store opened but its history changed (a silent loss)");
+            assert!(history == expected, "{ctx}: the store opened but its history changed (a silent loss): {}", first_difference(&history, &expected));
             healed += 1;
         } else {
             assert!(stdout.contains("ERROR store "), "{ctx}: {stdout}");
             assert!(stdout.contains("CHECK intact=false"), "{ctx}: check did not flag the damage:\n{stdout}");
             let repaired = section(&stdout, "REPAIRED").unwrap_or_else(|| panic!("{ctx}: no repair:\n{stdout}"));
-            assert_eq!(repaired, expected, "{ctx}: repair did not recover every trial");
+            assert!(repaired == expected, "{ctx}: repair did not recover every trial: {}", first_difference(&repaired, &expected));
             refused += 1;
         }
     }
