@@ -318,7 +318,7 @@ pub(crate) fn decode_trial(id: u64, bytes: &[u8]) -> Result<TrialRecord, StoreEr
 /// First byte of a binary epoch value (JSON values, as schema 1 wrote them, start with `{`).
 const EPOCH_FORMAT: u8 = 1;
 /// Length of a binary epoch value: format byte, epoch (u32), seven 8-byte fields.
-const EPOCH_LEN: usize = 1 + 4 + 7 * 8;
+pub(crate) const EPOCH_LEN: usize = 1 + 4 + 7 * 8;
 
 /// Encodes an epoch's metrics in a fixed binary layout (big-endian; floats bit for bit, so NaN
 /// and infinities survive): a third of the JSON size, and no parsing when a study is read back.
@@ -342,7 +342,7 @@ pub(crate) fn encode_epoch(m: &EpochMetrics) -> [u8; EPOCH_LEN] {
 }
 
 /// Decodes a binary epoch value.
-fn decode_epoch_binary(bytes: &[u8]) -> Option<EpochMetrics> {
+pub(crate) fn decode_epoch_binary(bytes: &[u8]) -> Option<EpochMetrics> {
     if bytes.len() != EPOCH_LEN || bytes[0] != EPOCH_FORMAT {
         return None;
     }

@@ -15,15 +15,18 @@ use std::time::Instant;
 /// Options of `jizhi-tune bench store`.
 #[derive(Debug, Args, Clone)]
 pub struct StoreBenchArgs {
-    /// Trials of the big study that is reopened and resumed.
+    /// Trials of the big study that is reopened and resumed (0: skip that part).
     #[arg(long, default_value_t = 10_000)]
     pub trials: u64,
     /// Epochs of each of its trials.
     #[arg(long, default_value_t = 100)]
     pub epochs: u32,
-    /// Single epoch records timed, each journaled and fsync'd on its own.
+    /// Single epoch records timed, each journaled and fsync'd on its own (0: skip that part).
     #[arg(long, default_value_t = 2000)]
     pub records: usize,
+    /// Also write every timed record's microseconds to this file, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub save_samples: Option<PathBuf>,
     /// Times the big study is reopened and resumed (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub resumes: usize,
@@ -35,22 +38,32 @@ pub struct StoreBenchArgs {
     pub keep: bool,
 }
 
-/// The figures, printed as the last line.
+/// The figures, printed as the last line (null for a part that was skipped).
 #[derive(Debug, Serialize)]
 struct Figures {
     trials: u64,
     epochs_per_trial: u32,
     records_timed: usize,
-    record_epoch_us_median: f64,
-    record_epoch_us_p99: f64,
-    record_epoch_us_mean: f64,
-    build_secs: f64,
+    record_epoch_us_median: Option<f64>,
+    record_epoch_us_p99: Option<f64>,
+    record_epoch_us_mean: Option<f64>,
+    build_secs: Option<f64>,
     resumes: usize,
-    resume_secs: f64,
-    resume_secs_max: f64,
+    resume_secs: Option<f64>,
+    resume_secs_max: Option<f64>,
+    load_all_secs: Option<f64>,
+    rebuild_index_secs: Option<f64>,
+    bytes_on_disk: Option<u64>,
+    journal_bytes: Option<u64>,
+    index_bytes: Option<u64>,
+}
+
+/// What the big study cost.
+struct Big {
+    build_secs: f64,
+    resumes: Vec<f64>,
     load_all_secs: f64,
     rebuild_index_secs: f64,
-    bytes_on_disk: u64,
     journal_bytes: u64,
     index_bytes: u64,
 }
@@ -68,24 +81,30 @@ pub fn run(args: &StoreBenchArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     let figures = result?;
-    println!(
-        "record one epoch: median {:.0} µs, p99 {:.0} µs, mean {:.0} µs ({} records, each journaled and fsync'd)",
-        figures.record_epoch_us_median, figures.record_epoch_us_p99, figures.record_epoch_us_mean, figures.records_timed
-    );
-    println!(
-        "open and resume {} trials × {} epochs: median {:.3} s, slowest {:.3} s over {} reopenings (goal ≤ 1 s)",
-        figures.trials, figures.epochs_per_trial, figures.resume_secs, figures.resume_secs_max, figures.resumes
-    );
-    println!(
-        "read every trial with every epoch: {:.2} s; rebuild a lost index from the journal: {:.2} s",
-        figures.load_all_secs, figures.rebuild_index_secs
-    );
-    println!(
-        "on disk: {:.1} MiB ({:.1} MiB journal, {:.1} MiB index)",
-        mib(figures.bytes_on_disk),
-        mib(figures.journal_bytes),
-        mib(figures.index_bytes)
-    );
+    if let (Some(median), Some(p99), Some(mean)) =
+        (figures.record_epoch_us_median, figures.record_epoch_us_p99, figures.record_epoch_us_mean)
+    {
+        println!(
+            "record one epoch: median {median:.0} µs, p99 {p99:.0} µs, mean {mean:.0} µs ({} records, each journaled and fsync'd)",
+            figures.records_timed
+        );
+    }
+    if let (Some(median), Some(max), Some(all), Some(rebuild), Some(bytes), Some(journal), Some(index)) = (
+        figures.resume_secs,
+        figures.resume_secs_max,
+        figures.load_all_secs,
+        figures.rebuild_index_secs,
+        figures.bytes_on_disk,
+        figures.journal_bytes,
+        figures.index_bytes,
+    ) {
+        println!(
+            "open and resume {} trials × {} epochs: median {median:.3} s, slowest {max:.3} s over {} reopenings (goal ≤ 1 s)",
+            figures.trials, figures.epochs_per_trial, figures.resumes
+        );
+        println!("read every trial with every epoch: {all:.2} s; rebuild a lost index from the journal: {rebuild:.2} s");
+        println!("on disk: {:.1} MiB ({:.1} MiB journal, {:.1} MiB index)", mib(bytes), mib(journal), mib(index));
+    }
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())
 }
@@ -95,15 +114,41 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn measure(args: &StoreBenchArgs, root: &Path) -> Result<Figures> {
-    let record = record_epochs(&root.join("record"), args.records)?;
-    let big = root.join("study");
-    let build_secs = build(&big, args.trials, args.epochs)?;
+    let record = if args.records > 0 { record_epochs(&root.join("record"), args.records)? } else { Vec::new() };
+    if let Some(file) = &args.save_samples {
+        let text: String = record.iter().map(|us| format!("{us}\n")).collect();
+        std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
+    }
+    let big = if args.trials > 0 { Some(big_study(args, &root.join("study"))?) } else { None };
+    let some = |v: f64| (!record.is_empty()).then_some(v);
+    Ok(Figures {
+        trials: args.trials,
+        epochs_per_trial: args.epochs,
+        records_timed: record.len(),
+        record_epoch_us_median: some(quantile(&record, 0.5)),
+        record_epoch_us_p99: some(quantile(&record, 0.99)),
+        record_epoch_us_mean: some(record.iter().sum::<f64>() / record.len().max(1) as f64),
+        build_secs: big.as_ref().map(|b| b.build_secs),
+        resumes: big.as_ref().map_or(0, |b| b.resumes.len()),
+        resume_secs: big.as_ref().map(|b| quantile(&b.resumes, 0.5)),
+        resume_secs_max: big.as_ref().map(|b| quantile(&b.resumes, 1.0)),
+        load_all_secs: big.as_ref().map(|b| b.load_all_secs),
+        rebuild_index_secs: big.as_ref().map(|b| b.rebuild_index_secs),
+        bytes_on_disk: big.as_ref().map(|b| b.journal_bytes + b.index_bytes),
+        journal_bytes: big.as_ref().map(|b| b.journal_bytes),
+        index_bytes: big.as_ref().map(|b| b.index_bytes),
+    })
+}
+
+/// Builds the big study, then times reopening and resuming it, reading it all and rebuilding its index.
+fn big_study(args: &StoreBenchArgs, big: &Path) -> Result<Big> {
+    let build_secs = build(big, args.trials, args.epochs)?;
     let (journal_bytes, index_bytes) = (disk_usage(&big.join("journal")), disk_usage(&big.join("db")));
 
     let mut resumes = Vec::new();
     for i in 0..args.resumes.max(1) {
         let start = Instant::now();
-        let (store, kept, requeued) = resume(&big)?;
+        let (store, kept, requeued) = resume(big)?;
         resumes.push(start.elapsed().as_secs_f64());
         drop(store);
         if i == 0 {
@@ -113,7 +158,7 @@ fn measure(args: &StoreBenchArgs, root: &Path) -> Result<Figures> {
     resumes.sort_by(f64::total_cmp);
 
     let start = Instant::now();
-    let all = Store::open(&big)?.trials()?;
+    let all = Store::open(big)?.trials()?;
     let load_all_secs = start.elapsed().as_secs_f64();
     let epochs_read: usize = all.iter().map(|t| t.epochs.len()).sum();
     anyhow::ensure!(epochs_read as u64 == args.trials * u64::from(args.epochs), "read back {epochs_read} epochs");
@@ -121,26 +166,9 @@ fn measure(args: &StoreBenchArgs, root: &Path) -> Result<Figures> {
 
     std::fs::remove_dir_all(big.join("db")).context("removing the index")?;
     let start = Instant::now();
-    drop(Store::open(&big)?);
+    drop(Store::open(big)?);
     let rebuild_index_secs = start.elapsed().as_secs_f64();
-
-    Ok(Figures {
-        trials: args.trials,
-        epochs_per_trial: args.epochs,
-        records_timed: record.len(),
-        record_epoch_us_median: quantile(&record, 0.5),
-        record_epoch_us_p99: quantile(&record, 0.99),
-        record_epoch_us_mean: record.iter().sum::<f64>() / record.len().max(1) as f64,
-        build_secs,
-        resumes: resumes.len(),
-        resume_secs: quantile(&resumes, 0.5),
-        resume_secs_max: quantile(&resumes, 1.0),
-        load_all_secs,
-        rebuild_index_secs,
-        bytes_on_disk: journal_bytes + index_bytes,
-        journal_bytes,
-        index_bytes,
-    })
+    Ok(Big { build_secs, resumes, load_all_secs, rebuild_index_secs, journal_bytes, index_bytes })
 }
 
 /// Times `n` single epoch records of a running trial, in microseconds, sorted.
