@@ -1,6 +1,6 @@
-//! SIGKILL the tuner at random moments, again and again, rerunning it after each kill: no finished
-//! trial is lost or rerun, no trial is duplicated, and every search ends with the export of an
-//! uninterrupted run with the same seed (timing fields aside).
+//! SIGKILL the tuner at random moments, again and again, rerunning it after each kill: the store
+//! checks intact, no finished trial is lost or rerun, no trial is duplicated, and every search ends
+//! with the export of an uninterrupted run with the same seed (timing fields aside).
 //!
 //! The kill moments come from a seeded RNG; the seed is printed and named in every failure.
 //! `JIZHI_KILL_SEED=S` replays a run, `JIZHI_KILLS=N` asks for more kills than the default 20.
@@ -130,11 +130,15 @@ fn snapshot(store: &Path, ctx: &str) -> BTreeMap<u64, Value> {
     if !store.exists() {
         return BTreeMap::new();
     }
-    let out = run(bin().args(["export", "--format", "json"]).arg(store));
-    let (stdout, stderr) = texts(&out);
+    // As the kill left it (before anything opens and recovers it), the store checks intact.
+    let out = run(bin().args(["store", "check"]).arg(store));
+    let (report, stderr) = texts(&out);
     if out.status.code() == Some(2) && stderr.contains("no study store") {
         return BTreeMap::new();
     }
+    assert!(out.status.success() && report.contains("verdict: intact"), "{ctx}: store check after a kill:\n{report}\n{stderr}");
+    let out = run(bin().args(["export", "--format", "json"]).arg(store));
+    let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{ctx}: export failed after a kill: {stderr}");
     let trials: Vec<Value> = match serde_json::from_str(&stdout) {
         Ok(Value::Array(a)) => a,

@@ -32,14 +32,15 @@ struct State {
     /// Trial records without epochs.
     trials: BTreeMap<u64, TrialRecord>,
     epochs: BTreeMap<(u64, u32), EpochMetrics>,
-    events: Vec<Event>,
+    /// Events by the journal offset that ends their record (the index's key).
+    events: BTreeMap<u64, Event>,
     commands: BTreeMap<u64, Vec<String>>,
     inherited: BTreeMap<u64, InheritedRecord>,
 }
 
 impl State {
-    /// Applies one journal entry, as the index does.
-    fn apply(&mut self, entry: Entry) {
+    /// Applies one journal entry ending at offset `end`, as the index does.
+    fn apply(&mut self, entry: Entry, end: u64) {
         match entry {
             Entry::Study(s) => self.study = Some(s),
             Entry::Trial(mut t) => {
@@ -50,7 +51,9 @@ impl State {
                 self.epochs.insert((trial, metrics.epoch), metrics);
             }
             Entry::ClearEpochs { trial } => self.epochs.retain(|&(t, _), _| t != trial),
-            Entry::Event(e) => self.events.push(e),
+            Entry::Event(e) => {
+                self.events.insert(end, e);
+            }
             Entry::Command { trial, args } => {
                 self.commands.insert(trial, args);
             }
@@ -98,6 +101,9 @@ pub struct CheckReport {
     pub journal_cut: Option<String>,
     /// Set when the index could not be opened at all.
     pub index_error: Option<String>,
+    /// True when there is no index folder (a store killed while being created): opening the
+    /// store rebuilds it from the journal.
+    pub index_missing: bool,
     /// Index records that could not be read.
     pub index_problems: Vec<String>,
     /// Trials on which the index (after replaying the journal, as opening would) and the journal disagree.
@@ -173,6 +179,7 @@ impl fmt::Display for CheckReport {
             }
         }
         match &self.index_error {
+            None if self.index_missing => writeln!(f, "  index: none yet (opening the store builds it from the journal)")?,
             Some(e) => writeln!(f, "  index: DAMAGED, cannot be opened: {e}")?,
             None if self.index_problems.is_empty() => writeln!(f, "  index: intact")?,
             None => {
@@ -276,7 +283,7 @@ pub fn repair(dir: &Path, into: &Path) -> Result<RepairReport, StoreError> {
     changes.extend(m.inherited.values().map(|r| Change::Inherited { trial: r.trial.clone(), args: r.args.clone() }));
     changes.extend(m.trials.values().cloned().map(Change::Trial));
     changes.extend(m.epochs.iter().map(|(&(trial, _), metrics)| Change::Epoch { trial, metrics: metrics.clone() }));
-    changes.extend(m.events.iter().cloned().map(Change::Event));
+    changes.extend(m.events.values().cloned().map(Change::Event));
     changes.push(Change::Event(Event {
         unix_ms: unix_ms(),
         trial_id: None,
@@ -321,7 +328,7 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
         torn_tail = scan.torn_tail;
         for (end, entry) in scan.entries {
             journal_ends.push((end, entry.clone()));
-            journal_state.apply(entry);
+            journal_state.apply(entry, end);
         }
     }
 
@@ -336,6 +343,7 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
         torn_tail,
         journal_cut: None,
         index_error: index.error.clone(),
+        index_missing: index.missing,
         index_problems: index.problems.clone(),
         mismatches: Vec::new(),
         study: None,
@@ -345,7 +353,8 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
         inherited: 0,
     };
     if index.version.is_none() && index.error.is_none() && journal_bytes.is_some() {
-        // An index not yet initialised (a store killed while being created) is rebuilt on open.
+        // A missing index, or one not yet initialised (a store killed while being created), is
+        // rebuilt on open.
         report.schema_version = Some(schema::SCHEMA_VERSION);
     }
     if let Some(len) = journal_bytes {
@@ -360,7 +369,7 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     let mut recovered_index = index.state.clone();
     for (end, entry) in &journal_ends {
         if *end > index.checkpoint {
-            recovered_index.apply(entry.clone());
+            recovered_index.apply(entry.clone(), *end);
         }
     }
 
@@ -370,12 +379,12 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     for &id in merged.trials.keys() {
         sources.insert(id, if has_journal { Source::Journal } else { Source::Index });
     }
-    if has_journal && index.error.is_none() {
+    if has_journal && index.error.is_none() && !index.missing {
         if merged.study.is_none() {
             merged.study = index.state.study.clone();
         }
-        if index.state.events.len() > merged.events.len() {
-            merged.events = index.state.events.clone();
+        for (at, e) in &index.state.events {
+            merged.events.entry(*at).or_insert_with(|| e.clone());
         }
         for (id, args) in &index.state.commands {
             merged.commands.entry(*id).or_insert_with(|| args.clone());
@@ -412,7 +421,7 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
                 report.mismatches.push(describe_mismatch(id, a.as_ref(), b.as_ref()));
             }
         }
-        if recovered_index.events.len() != journal_state.events.len() {
+        if recovered_index.events != journal_state.events {
             report.mismatches.push(format!(
                 "events: the index holds {}, the journal {}",
                 recovered_index.events.len(),
@@ -449,6 +458,7 @@ fn describe_mismatch(id: u64, index: Option<&TrialRecord>, journal: Option<&Tria
 /// What could be read from the index.
 #[derive(Default)]
 struct IndexRead {
+    missing: bool,
     version: Option<u32>,
     checkpoint: u64,
     applied_end: u64,
@@ -461,7 +471,7 @@ struct IndexRead {
 fn read_index_copy(dir: &Path) -> IndexRead {
     let db = dir.join(DB_DIR);
     if !db.is_dir() {
-        return IndexRead { error: Some("there is no index folder (opening the store rebuilds it)".into()), ..Default::default() };
+        return IndexRead { missing: true, ..Default::default() };
     }
     let copy = scratch_dir();
     let result = copy_dir(&db, &copy)
@@ -503,7 +513,7 @@ fn read_index(index: &Index) -> IndexRead {
         });
         each(&index.events, "events", &mut problems, |k, v| {
             let at = keys::decode_u64("event key", k)?;
-            state.events.push(crate::codec::decode(&format!("event at {at}"), v)?);
+            state.events.insert(at, crate::codec::decode(&format!("event at {at}"), v)?);
             Ok(())
         });
         each(&index.commands, "trial commands", &mut problems, |k, v| {
