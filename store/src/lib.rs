@@ -1,11 +1,14 @@
-//! Durable sled-backed history of jizhi-tune studies and trials.
+//! Durable history of jizhi-tune studies and trials: an fsync'd append-only journal as the
+//! source of truth, indexed in sled for fast reads.
 //!
-//! One [`Store`] (one sled database) per study holds the study record, its
-//! trials (parameters, status, outcome), each trial's per-epoch metrics and an
-//! audit event log. The tuner is the single writer: [`Store::open`] takes an
-//! exclusive `flock` on `<dir>/LOCK`, which the kernel releases if the tuner dies.
-//! Every write is flushed to disk before it returns, so a SIGKILLed tuner loses
-//! no state change that a call reported as done.
+//! One [`Store`] per study holds the study record, its trials (parameters, status, outcome), each
+//! trial's per-epoch metrics, an audit event log, the command line each trial was planned with and
+//! the trials inherited from a parent study. The tuner is the single writer: [`Store::open`] takes
+//! an exclusive `flock` on `<dir>/LOCK`, which the kernel releases if the tuner dies. Every write
+//! is appended to `<dir>/journal` and fsync'd before it returns, then applied to the sled index,
+//! so a SIGKILLed tuner loses no state change that a call reported as done: the next open replays
+//! whatever the index had not made durable. Damaged files give errors, never a silent loss;
+//! [`check`] reports what is intact and [`repair`] recovers it into a new store.
 //!
 //! ```no_run
 //! use jizhi_store::{Store, StudyRecord, TrialRecord, TrialStatus};
@@ -38,17 +41,29 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Crate features
+//!
+//! None.
 
 #![warn(missing_docs)]
 
 mod codec;
 mod error;
 mod floats;
+mod index;
+mod inspect;
+mod journal;
 mod keys;
 mod lock;
 mod records;
+mod recover;
+mod schema;
 mod store;
 
 pub use error::StoreError;
+pub use inspect::{check, repair, CheckReport, RepairReport, Source};
+pub use journal::Damage;
 pub use records::{EpochMetrics, Event, StudyRecord, TrialRecord, TrialStatus};
-pub use store::{Store, SCHEMA_VERSION};
+pub use schema::SCHEMA_VERSION;
+pub use store::{Change, InheritedTrial, Store};

@@ -1,5 +1,8 @@
 //! The exclusive `flock` on `<dir>/LOCK` that makes the tuner the single writer.
 //!
+//! The file holds the owner's pid on its first line and its command line on the second, so a
+//! refused second process can say who holds the store.
+//!
 //! The lock belongs to the open file description, so it is released when the
 //! [`DirLock`] is dropped or when the process dies (even by SIGKILL): a crashed
 //! tuner never leaves a stale lock. The file is opened close-on-exec, so child
@@ -41,10 +44,12 @@ impl DirLock {
         match try_flock_exclusive(&file) {
             Ok(true) => {}
             Ok(false) => {
+                let (pid, recorded) = read_owner(&mut file);
                 return Err(StoreError::Locked {
                     dir: dir.to_path_buf(),
-                    pid: read_owner_pid(&mut file),
-                })
+                    pid,
+                    command: live_command(pid).or(recorded).unwrap_or_default(),
+                });
             }
             Err(source) => {
                 return Err(StoreError::Io {
@@ -58,7 +63,8 @@ impl DirLock {
             .map_err(io_err("truncate lock file", &path))?;
         file.seek(SeekFrom::Start(0))
             .map_err(io_err("write lock file", &path))?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        let command: Vec<String> = std::env::args().collect();
+        file.write_all(format!("{}\n{}\n", std::process::id(), command.join(" ")).as_bytes())
             .map_err(io_err("write lock file", &path))?;
         file.flush().map_err(io_err("write lock file", &path))?;
         Ok(DirLock { _file: file })
@@ -83,22 +89,38 @@ fn try_flock_exclusive(file: &File) -> std::io::Result<bool> {
     }
 }
 
-/// Reads the owner's pid from the lock file, retrying briefly in case the owner
-/// has taken the lock but not yet written its pid; 0 when it cannot be read.
-fn read_owner_pid(file: &mut File) -> u32 {
+/// Reads the owner's pid and recorded command line from the lock file, retrying briefly in case
+/// the owner has taken the lock but not yet written them; pid 0 when it cannot be read.
+fn read_owner(file: &mut File) -> (u32, Option<String>) {
     for _ in 0..20 {
         let mut text = String::new();
         let read = file
             .seek(SeekFrom::Start(0))
             .and_then(|_| file.read_to_string(&mut text));
         if read.is_ok() {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                return pid;
+            let mut lines = text.lines();
+            if let Some(Ok(pid)) = lines.next().map(|l| l.trim().parse::<u32>()) {
+                let command = lines.next().map(str::trim).filter(|c| !c.is_empty());
+                return (pid, command.map(str::to_string));
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    0
+    (0, None)
+}
+
+/// The command line of a running process, as the kernel reports it (Linux only).
+fn live_command(pid: u32) -> Option<String> {
+    if pid == 0 {
+        return None;
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
 }
 
 #[cfg(test)]
@@ -110,7 +132,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = DirLock::acquire(dir.path()).expect("first lock");
         match DirLock::acquire(dir.path()) {
-            Err(StoreError::Locked { pid, .. }) => assert_eq!(pid, std::process::id()),
+            Err(StoreError::Locked { pid, command, .. }) => {
+                assert_eq!(pid, std::process::id());
+                let me = std::env::args().next().unwrap_or_default();
+                assert!(command.starts_with(&me), "{command} should be this test's command line");
+            }
             other => panic!("expected Locked, got {other:?}"),
         }
         drop(first);

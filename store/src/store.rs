@@ -1,59 +1,71 @@
-//! The [`Store`]: one sled database per study, with typed key spaces.
+//! The [`Store`]: a study's journal (the truth) and sled index (fast reads), behind one lock.
 
-use crate::codec::{decode, encode};
 use crate::error::StoreError;
-use crate::keys;
+use crate::index::{self, Checkpoint, Index, InheritedRecord};
+use crate::journal::{self, Journal, JOURNAL_FILE};
 use crate::lock::DirLock;
 use crate::records::{EpochMetrics, Event, StudyRecord, TrialRecord};
+use crate::{recover, schema};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
 
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::journal::Entry as Change;
 
 /// Name of the sled folder inside a store directory.
-const DB_DIR: &str = "db";
+pub(crate) const DB_DIR: &str = "db";
 
-/// Names of the sled trees (key spaces).
-const META_TREE: &str = "meta";
-const STUDY_TREE: &str = "study";
-const TRIALS_TREE: &str = "trials";
-const EPOCHS_TREE: &str = "epochs";
-const EVENTS_TREE: &str = "events";
+/// Appends between two checkpoints (each checkpoint costs two sled flushes).
+const CHECKPOINT_EVERY: u32 = 1024;
 
-/// A study's durable store: `<dir>/LOCK` (lock file holding the owner's pid) and `<dir>/db/` (sled).
+/// Bytes of frames written per fsync by [`Store::apply_all`].
+const BULK_CHUNK: usize = 4 << 20;
+
+/// A trial of the study a store was forked from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InheritedTrial {
+    /// The parent's record, epochs included, under the parent's id.
+    pub trial: TrialRecord,
+    /// The trial command line it ran with (empty when the parent did not record one).
+    pub command: Vec<String>,
+}
+
+/// A study's durable store in one directory:
+///
+/// - `LOCK`: exclusive lock, holding the owner's pid and command line;
+/// - `journal`: append-only, checksummed, fsync'd record of every change (the source of truth);
+/// - `db/`: sled index of the journal (trials, epochs, events, ...), rebuilt from it when missing.
 pub struct Store {
     // Field order matters: sled is dropped (and closed) before the lock is released.
-    /// Trial id BE -> TrialRecord (without epochs).
-    pub(crate) trials: sled::Tree,
-    /// Trial id BE ++ epoch BE -> EpochMetrics.
-    pub(crate) epochs: sled::Tree,
-    /// Sequence BE -> Event.
-    pub(crate) events: sled::Tree,
-    /// "study" -> StudyRecord.
-    pub(crate) study: sled::Tree,
-    /// "schema_version" -> u32 BE.
-    pub(crate) meta: sled::Tree,
-    /// The database itself (flushed after each write).
-    pub(crate) db: sled::Db,
+    /// The sled index.
+    index: Index,
+    /// The journal and write state; every write holds this lock.
+    writer: Mutex<Writer>,
     /// The store directory.
     dir: PathBuf,
-    /// The sled directory, for error messages.
-    db_path: PathBuf,
     /// Our exclusive lock, released last.
     _lock: DirLock,
 }
 
+/// The writing side of an open store.
+struct Writer {
+    journal: Journal,
+    /// Appends since the last checkpoint.
+    since_checkpoint: u32,
+    /// Set when a write failed half-way: the index may lag the journal until the store is reopened.
+    broken: bool,
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Opens (creating if missing) the store in `dir` and takes its exclusive lock.
+    /// Opens (creating if missing) the store in `dir` and takes its exclusive lock. Migrates an
+    /// older schema, replays what a killed run journaled after its last checkpoint, and rebuilds
+    /// a missing index from the journal.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             op: "create directory",
@@ -62,31 +74,67 @@ impl Store {
         })?;
         // Our lock first, so a second tuner gets a clear Locked error rather than sled's.
         let lock = DirLock::acquire(dir)?;
-        let db_path = dir.join(DB_DIR);
-        let sled_err = |op: &'static str| {
-            let path = db_path.clone();
-            move |source| StoreError::Sled { op, path, source }
-        };
-        let db = open_sled(&db_path).map_err(sled_err("open"))?;
-        let tree = |name: &str| db.open_tree(name).map_err(sled_err("open tree"));
-        let store = Store {
-            meta: tree(META_TREE)?,
-            study: tree(STUDY_TREE)?,
-            trials: tree(TRIALS_TREE)?,
-            epochs: tree(EPOCHS_TREE)?,
-            events: tree(EVENTS_TREE)?,
-            db: db.clone(),
-            dir: dir.to_path_buf(),
-            db_path: db_path.clone(),
-            _lock: lock,
-        };
-        store.check_schema()?;
-        Ok(store)
+        Self::open_locked(dir, lock).map_err(|e| e.in_store(dir))
     }
 
-    /// True when `dir` holds a store (its db folder exists).
+    fn open_locked(dir: &Path, lock: DirLock) -> Result<Store, StoreError> {
+        let journal_path = dir.join(JOURNAL_FILE);
+        let db_path = dir.join(DB_DIR);
+        let had_journal = journal_path.is_file();
+        let had_index = db_path.is_dir();
+        if !had_journal && !had_index {
+            // A new store: the journal exists before the index, so an index without a journal
+            // can only be a store of schema 1.
+            journal::write_whole(&journal_path, Vec::new())?;
+        }
+        let index = Index::open(&db_path)?;
+        match schema::read_version(&index)? {
+            None if !had_index || index::guard("read the index", || index.trials.is_empty())? => {
+                schema::init(&index)?;
+                recover::rebuild(&index, &journal_path)?;
+            }
+            None => {
+                return Err(StoreError::corrupt("index", "it holds trials but no schema version"));
+            }
+            Some(_) => {
+                schema::migrate(&index, dir)?;
+                if !journal_path.is_file() {
+                    return Err(StoreError::corrupt("journal", "the file is missing"));
+                }
+            }
+        }
+        let mut journal = Journal::open(&journal_path)?;
+        match index.read_checkpoint()? {
+            Some(checkpoint) => recover::catch_up(&index, &mut journal, checkpoint)?,
+            // Interrupted while rebuilding: do it again.
+            None => {
+                recover::rebuild(&index, &journal_path)?;
+                journal = Journal::open(&journal_path)?;
+            }
+        }
+        Ok(Store {
+            index,
+            writer: Mutex::new(Writer { journal, since_checkpoint: 0, broken: false }),
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The study record of the store in `dir`, read from its journal alone: a look that writes
+    /// nothing (not even the recovery an open performs after a kill). Takes the lock while reading.
+    /// None when the store has no journal, no study record, or a damaged frame hides it.
+    pub fn peek_study(dir: &Path) -> Result<Option<StudyRecord>, StoreError> {
+        let path = dir.join(JOURNAL_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let _lock = DirLock::acquire(dir)?;
+        journal::first_study(&path)
+    }
+
+    /// True when `dir` holds a store (a journal or an index).
     pub fn exists(dir: &Path) -> bool {
-        dir.join(DB_DIR).is_dir()
+        dir.join(DB_DIR).is_dir() || dir.join(JOURNAL_FILE).is_file()
     }
 
     /// The directory of this store.
@@ -94,242 +142,188 @@ impl Store {
         &self.dir
     }
 
+    /// Size of the journal in bytes.
+    pub fn journal_len(&self) -> u64 {
+        self.writer().journal.len()
+    }
+
     /// The study record, if one was written.
     pub fn study(&self) -> Result<Option<StudyRecord>, StoreError> {
-        let value = self
-            .study
-            .get(keys::STUDY_KEY)
-            .map_err(self.sled_err("read study"))?;
-        value.map(|v| decode("study record", &v)).transpose()
+        self.read(|i| i.study())
     }
 
     /// Writes (replaces) the study record; durable on return.
     pub fn put_study(&self, study: &StudyRecord) -> Result<(), StoreError> {
-        let value = encode("study record", study)?;
-        self.study
-            .insert(keys::STUDY_KEY, value)
-            .map_err(self.sled_err("write study"))?;
-        self.flush()
+        self.apply_all([Change::Study(study.clone())])
     }
 
     /// Inserts or replaces a trial's record (without touching its stored epochs); durable on return.
     pub fn put_trial(&self, trial: &TrialRecord) -> Result<(), StoreError> {
-        let what = format!("trial {}", trial.id);
-        let mut value = serde_json::to_value(trial).map_err(|source| StoreError::Encode {
-            what: what.clone(),
-            source,
-        })?;
-        // Epochs live in their own key space.
-        if let serde_json::Value::Object(fields) = &mut value {
-            fields.remove("epochs");
-        }
-        let value = encode(&what, &value)?;
-        self.trials
-            .insert(keys::trial_key(trial.id), value)
-            .map_err(self.sled_err("write trial"))?;
-        self.flush()
+        let mut head = trial.clone();
+        head.epochs = Vec::new();
+        self.apply_all([Change::Trial(head)])
     }
 
     /// Appends (or replaces, keyed by epoch number) one epoch's metrics of a trial; durable on return.
     pub fn put_epoch(&self, trial_id: u64, metrics: &EpochMetrics) -> Result<(), StoreError> {
-        let value = encode(
-            &format!("epoch {} of trial {trial_id}", metrics.epoch),
-            metrics,
-        )?;
-        self.epochs
-            .insert(keys::epoch_key(trial_id, metrics.epoch), value)
-            .map_err(self.sled_err("write epoch"))?;
-        self.flush()
+        self.apply_all([Change::Epoch { trial: trial_id, metrics: metrics.clone() }])
     }
 
     /// Deletes all stored epochs of a trial (used before rerunning an interrupted trial); durable on return.
     pub fn clear_epochs(&self, trial_id: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for entry in self.epochs.scan_prefix(keys::epoch_prefix(trial_id)) {
-            let (key, _) = entry.map_err(self.sled_err("scan epochs"))?;
-            batch.remove(key);
-        }
-        self.epochs
-            .apply_batch(batch)
-            .map_err(self.sled_err("clear epochs"))?;
-        self.flush()
+        self.apply_all([Change::ClearEpochs { trial: trial_id }])
     }
 
-    /// One trial with its epochs (sorted by epoch).
-    pub fn trial(&self, id: u64) -> Result<Option<TrialRecord>, StoreError> {
-        let key = keys::trial_key(id);
-        let Some(value) = self.trials.get(key).map_err(self.sled_err("read trial"))? else {
-            return Ok(None);
-        };
-        let mut trial = decode_trial(id, &value)?;
-        trial.epochs = self.epochs_of(id)?;
-        Ok(Some(trial))
-    }
-
-    /// Every trial, sorted by id, each with its epochs sorted by epoch.
-    pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        let mut trials = Vec::new();
-        for entry in self.trials.iter() {
-            let (key, value) = entry.map_err(self.sled_err("scan trials"))?;
-            let id = keys::decode_u64("trial key", &key)?;
-            trials.push(decode_trial(id, &value)?);
-        }
-        // One pass over the epoch key space, which is sorted by (trial, epoch) like `trials`.
-        let mut next = 0;
-        for entry in self.epochs.iter() {
-            let (key, value) = entry.map_err(self.sled_err("scan epochs"))?;
-            let (trial_id, epoch) = keys::decode_epoch_key(&key)?;
-            let metrics = decode_epoch(trial_id, epoch, &value)?;
-            while next < trials.len() && trials[next].id < trial_id {
-                next += 1;
-            }
-            if let Some(trial) = trials.get_mut(next).filter(|t| t.id == trial_id) {
-                trial.epochs.push(metrics);
-            }
-            // Epochs of a trial without a record are orphans and are skipped.
-        }
-        Ok(trials)
+    /// Records the trial command line a trial id was planned with; durable on return.
+    pub fn put_command(&self, trial_id: u64, args: &[String]) -> Result<(), StoreError> {
+        self.apply_all([Change::Command { trial: trial_id, args: args.to_vec() }])
     }
 
     /// Appends an entry to the event log (state changes, for audit); durable on return.
     pub fn log_event(&self, event: &Event) -> Result<(), StoreError> {
-        let last = self.events.last().map_err(self.sled_err("read events"))?;
-        let seq = match last {
-            Some((key, _)) => keys::decode_u64("event key", &key)?
-                .checked_add(1)
-                .ok_or_else(|| StoreError::corrupt("event key", "sequence number overflow"))?,
-            None => 0,
-        };
-        let value = encode("event", event)?;
-        self.events
-            .insert(keys::event_key(seq), value)
-            .map_err(self.sled_err("write event"))?;
-        self.flush()
+        self.apply_all([Change::Event(event.clone())])
+    }
+
+    /// Applies many changes in order with one fsync per few MiB (imports, forks, repairs);
+    /// durable on return.
+    pub fn apply_all(&self, changes: impl IntoIterator<Item = Change>) -> Result<(), StoreError> {
+        let mut w = self.writer();
+        if w.broken {
+            return Err(StoreError::corrupt(
+                "store handle",
+                "an earlier write failed half-way; reopen the store to bring its index up to date",
+            ));
+        }
+        let mut pending: Vec<(Change, u64)> = Vec::new();
+        let mut frames = Vec::new();
+        for change in changes {
+            let frame = journal::frame(&change)?;
+            frames.extend_from_slice(&frame);
+            pending.push((change, frame.len() as u64));
+            if frames.len() >= BULK_CHUNK {
+                self.write_chunk(&mut w, &frames, &pending)?;
+                frames.clear();
+                pending.clear();
+            }
+        }
+        if !pending.is_empty() {
+            self.write_chunk(&mut w, &frames, &pending)?;
+        }
+        Ok(())
+    }
+
+    /// Journals `frames` (the encoding of `changes`, each with its frame length), then applies
+    /// them to the index.
+    fn write_chunk(&self, w: &mut Writer, frames: &[u8], changes: &[(Change, u64)]) -> Result<(), StoreError> {
+        let start = w.journal.len();
+        if let Err(e) = w.journal.append(frames) {
+            // Take back whatever part of the frames reached the file, so later appends do not
+            // follow a half frame; if even that fails, the next open cuts it as a torn tail.
+            if w.journal.truncate(start).is_err() {
+                w.broken = true;
+            }
+            return Err(e.in_store(&self.dir));
+        }
+        let mut end = start;
+        for (change, len) in changes {
+            end += len;
+            if let Err(e) = self.index.apply(change, end) {
+                w.broken = true;
+                return Err(e.in_store(&self.dir));
+            }
+        }
+        w.since_checkpoint += changes.len() as u32;
+        if w.since_checkpoint >= CHECKPOINT_EVERY {
+            self.index.checkpoint(Checkpoint { offset: w.journal.len() }).map_err(|e| e.in_store(&self.dir))?;
+            w.since_checkpoint = 0;
+        }
+        Ok(())
+    }
+
+    /// One trial with its epochs (sorted by epoch).
+    pub fn trial(&self, id: u64) -> Result<Option<TrialRecord>, StoreError> {
+        self.read(|i| {
+            let Some(value) = i.trials.get(crate::keys::trial_key(id)).map_err(i.err("read trial"))? else {
+                return Ok(None);
+            };
+            let mut trial = index::decode_trial(id, &value)?;
+            trial.epochs = i.epochs_of(id)?;
+            Ok(Some(trial))
+        })
+    }
+
+    /// Every trial record without its epochs, sorted by id: what resuming a study needs, fast.
+    pub fn trial_records(&self) -> Result<Vec<TrialRecord>, StoreError> {
+        self.read(|i| i.trial_heads())
+    }
+
+    /// Every trial, sorted by id, each with its epochs sorted by epoch.
+    pub fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
+        self.read(|i| {
+            let mut trials = i.trial_heads()?;
+            // One pass over the epoch key space, which is sorted by (trial, epoch) like `trials`.
+            let mut next = 0;
+            for (trial_id, metrics) in i.all_epochs()? {
+                while next < trials.len() && trials[next].id < trial_id {
+                    next += 1;
+                }
+                if let Some(trial) = trials.get_mut(next).filter(|t| t.id == trial_id) {
+                    trial.epochs.push(metrics);
+                }
+                // Epochs of a trial without a record are orphans and are skipped.
+            }
+            Ok(trials)
+        })
     }
 
     /// The whole event log in order.
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        let mut events = Vec::new();
-        for entry in self.events.iter() {
-            let (key, value) = entry.map_err(self.sled_err("scan events"))?;
-            let seq = keys::decode_u64("event key", &key)?;
-            events.push(decode(&format!("event {seq}"), &value)?);
-        }
-        Ok(events)
+        self.read(|i| i.events())
     }
 
-    /// The epochs of one trial, sorted by epoch.
-    fn epochs_of(&self, trial_id: u64) -> Result<Vec<EpochMetrics>, StoreError> {
-        let mut epochs = Vec::new();
-        for entry in self.epochs.scan_prefix(keys::epoch_prefix(trial_id)) {
-            let (key, value) = entry.map_err(self.sled_err("scan epochs"))?;
-            let (tid, epoch) = keys::decode_epoch_key(&key)?;
-            epochs.push(decode_epoch(tid, epoch, &value)?);
-        }
-        Ok(epochs)
+    /// Trial id -> the trial command line it was planned with.
+    pub fn commands(&self) -> Result<BTreeMap<u64, Vec<String>>, StoreError> {
+        self.read(|i| i.commands()).map(|c| c.into_iter().collect())
     }
 
-    /// Checks the schema version, writing the current one into a new store.
-    fn check_schema(&self) -> Result<(), StoreError> {
-        let stored = self
-            .meta
-            .get(keys::SCHEMA_VERSION_KEY)
-            .map_err(self.sled_err("read schema version"))?;
-        match stored {
-            Some(bytes) => {
-                let found = keys::decode_u32("schema version", &bytes)?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::UnsupportedSchema {
-                        dir: self.dir.clone(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
-            None => {
-                self.meta
-                    .insert(keys::SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(self.sled_err("write schema version"))?;
-                self.flush()
-            }
-        }
+    /// The trials inherited from the study this one was forked from, by the parent's id.
+    pub fn inherited(&self) -> Result<Vec<InheritedTrial>, StoreError> {
+        self.read(|i| i.inherited()).map(|v| {
+            v.into_iter()
+                .map(|InheritedRecord { trial, args }| InheritedTrial { trial, command: args })
+                .collect()
+        })
     }
 
-    /// Flushes every tree to disk; called after each write.
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(self.sled_err("flush"))?;
-        Ok(())
+    /// Runs a read against the index; a sled panic or bad record becomes a `Damaged` error.
+    fn read<T>(&self, f: impl FnOnce(&Index) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        index::guard("read the index", || f(&self.index))
+            .and_then(|r| r)
+            .map_err(|e| e.in_store(&self.dir))
     }
 
-    /// Maps a sled error for operation `op`.
-    fn sled_err(&self, op: &'static str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
-        move |source| StoreError::Sled {
-            op,
-            path: self.db_path.clone(),
-            source,
-        }
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock leaves nothing half-done that the `broken` flag misses.
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// How long `open` waits for sled's own lock to be released by a store that
-/// this process dropped just before (sled finishes closing in the background).
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Opens the sled database, waiting briefly while sled's own directory lock is
-/// still held. We already hold `<dir>/LOCK`, so its holder can only be a
-/// just-dropped handle of this very process whose background threads are
-/// finishing; sled releases its lock only once they are all gone.
-fn open_sled(db_path: &Path) -> Result<sled::Db, sled::Error> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match sled::Config::new().path(db_path).open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && start.elapsed() < SLED_LOCK_WAIT =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            other => return other,
+impl Drop for Store {
+    fn drop(&mut self) {
+        let w = self.writer();
+        if w.since_checkpoint > 0 && !w.broken {
+            // Best effort: a missed checkpoint only means a longer replay at the next open.
+            let offset = w.journal.len();
+            drop(w);
+            let _ = self.index.checkpoint(Checkpoint { offset });
         }
     }
-}
-
-/// Decodes a trial record and checks it matches its key.
-fn decode_trial(id: u64, bytes: &[u8]) -> Result<TrialRecord, StoreError> {
-    let what = format!("trial {id}");
-    let mut trial: TrialRecord = decode(&what, bytes)?;
-    if trial.id != id {
-        return Err(StoreError::corrupt(
-            what,
-            format!("record names id {} but is stored under id {id}", trial.id),
-        ));
-    }
-    trial.epochs.clear();
-    Ok(trial)
-}
-
-/// Decodes one epoch's metrics and checks they match their key.
-fn decode_epoch(trial_id: u64, epoch: u32, bytes: &[u8]) -> Result<EpochMetrics, StoreError> {
-    let what = format!("epoch {epoch} of trial {trial_id}");
-    let metrics: EpochMetrics = decode(&what, bytes)?;
-    if metrics.epoch != epoch {
-        return Err(StoreError::corrupt(
-            what,
-            format!(
-                "record names epoch {} but is stored under epoch {epoch}",
-                metrics.epoch
-            ),
-        ));
-    }
-    Ok(metrics)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys;
     use crate::records::TrialStatus;
 
     fn trial(id: u64) -> TrialRecord {
@@ -349,55 +343,39 @@ mod tests {
     }
 
     #[test]
-    fn garbage_trial_value_is_corrupt_not_a_panic() {
+    fn garbage_trial_value_is_damage_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         store.put_trial(&trial(1)).expect("put");
-        store
-            .trials
-            .insert(keys::trial_key(2), &b"\xff not json {"[..])
-            .expect("raw insert");
+        store.index.trials.insert(keys::trial_key(2), &b"\xff not json {"[..]).expect("raw insert");
         let err = store.trials().expect_err("garbage must not decode");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-        assert_eq!(err.code(), "store-corrupt");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+        assert_eq!(err.code(), "store-damaged");
         assert!(err.to_string().contains("trial 2"), "{err}");
-        assert!(matches!(store.trial(2), Err(StoreError::Corrupt { .. })));
+        assert!(err.to_string().contains("store repair"), "{err}");
+        assert!(matches!(store.trial(2), Err(StoreError::Damaged { .. })));
         assert!(store.trial(1).expect("good trial still reads").is_some());
     }
 
     #[test]
-    fn bad_keys_and_mismatched_ids_are_corrupt() {
+    fn bad_keys_and_mismatched_ids_are_damage() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store
-            .trials
-            .insert(&b"short"[..], &b"{}"[..])
-            .expect("raw insert");
-        assert!(matches!(store.trials(), Err(StoreError::Corrupt { .. })));
-        store.trials.clear().expect("clear");
+        let i = &store.index;
+        i.trials.insert(&b"short"[..], &b"{}"[..]).expect("raw insert");
+        assert!(matches!(store.trials(), Err(StoreError::Damaged { .. })));
+        i.trials.clear().expect("clear");
         let value = serde_json::to_vec(&trial(9)).expect("encode");
-        store
-            .trials
-            .insert(keys::trial_key(3), value)
-            .expect("raw insert");
-        assert!(matches!(store.trial(3), Err(StoreError::Corrupt { .. })));
-        store.trials.clear().expect("clear");
-        store
-            .epochs
-            .insert(&b"bad"[..], &b"{}"[..])
-            .expect("raw insert");
-        assert!(matches!(store.trials(), Err(StoreError::Corrupt { .. })));
-        store.epochs.clear().expect("clear");
-        store
-            .events
-            .insert(keys::event_key(0), &b"[]"[..])
-            .expect("raw insert");
-        assert!(matches!(store.events(), Err(StoreError::Corrupt { .. })));
-        store
-            .study
-            .insert(keys::STUDY_KEY, &b"7"[..])
-            .expect("raw insert");
-        assert!(matches!(store.study(), Err(StoreError::Corrupt { .. })));
+        i.trials.insert(keys::trial_key(3), value).expect("raw insert");
+        assert!(matches!(store.trial(3), Err(StoreError::Damaged { .. })));
+        i.trials.clear().expect("clear");
+        i.epochs.insert(&b"bad"[..], &b"{}"[..]).expect("raw insert");
+        assert!(matches!(store.trials(), Err(StoreError::Damaged { .. })));
+        i.epochs.clear().expect("clear");
+        i.events.insert(keys::event_key(0), &b"[]"[..]).expect("raw insert");
+        assert!(matches!(store.events(), Err(StoreError::Damaged { .. })));
+        i.study.insert(keys::STUDY_KEY, &b"7"[..]).expect("raw insert");
+        assert!(matches!(store.study(), Err(StoreError::Damaged { .. })));
     }
 
     #[test]
@@ -405,37 +383,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
-            let stored = store.meta.get(keys::SCHEMA_VERSION_KEY).expect("get");
-            assert_eq!(stored.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+            let stored = store.index.meta.get(keys::SCHEMA_VERSION_KEY).expect("get");
+            assert_eq!(stored.as_deref(), Some(&schema::SCHEMA_VERSION.to_be_bytes()[..]));
             store
+                .index
                 .meta
-                .insert(
-                    keys::SCHEMA_VERSION_KEY,
-                    &(SCHEMA_VERSION + 1).to_be_bytes(),
-                )
+                .insert(keys::SCHEMA_VERSION_KEY, &(schema::SCHEMA_VERSION + 1).to_be_bytes())
                 .expect("raw insert");
-            store.db.flush().expect("flush");
+            store.index.db.flush().expect("flush");
         }
         let err = Store::open(dir.path()).expect_err("newer schema must be refused");
-        assert!(
-            matches!(
-                err,
-                StoreError::UnsupportedSchema {
-                    found: 2,
-                    supported: 1,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, StoreError::UnsupportedSchema { found: 3, supported: 2, .. }), "{err:?}");
         assert_eq!(err.code(), "store-schema");
-        assert!(err.to_string().contains("schema version 2"), "{err}");
+        assert!(err.to_string().contains("schema version 3"), "{err}");
         // The failed open released its lock.
         let err2 = Store::open(dir.path()).expect_err("still refused, not Locked");
-        assert!(
-            matches!(err2, StoreError::UnsupportedSchema { .. }),
-            "{err2:?}"
-        );
+        assert!(matches!(err2, StoreError::UnsupportedSchema { .. }), "{err2:?}");
     }
 
     #[test]
@@ -459,5 +422,21 @@ mod tests {
         let trials = store.trials().expect("trials");
         assert_eq!(trials.len(), 1);
         assert_eq!(trials[0].epochs, vec![m]);
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt_from_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let expected = {
+            let store = Store::open(dir.path()).expect("open");
+            for id in 1..=3 {
+                store.put_trial(&trial(id)).expect("put");
+            }
+            store.clear_epochs(2).expect("clear");
+            store.trials().expect("trials")
+        };
+        std::fs::remove_dir_all(dir.path().join(DB_DIR)).expect("remove the index");
+        let store = Store::open(dir.path()).expect("reopen rebuilds");
+        assert_eq!(store.trials().expect("trials"), expected);
     }
 }

@@ -250,7 +250,7 @@ fn second_open_is_locked_with_our_pid() {
     let first = Store::open(dir.path()).expect("open");
     let err = Store::open(dir.path()).expect_err("second open must fail");
     match &err {
-        StoreError::Locked { dir: d, pid } => {
+        StoreError::Locked { dir: d, pid, .. } => {
             assert_eq!(*pid, std::process::id());
             assert_eq!(d, dir.path());
         }
@@ -260,12 +260,16 @@ fn second_open_is_locked_with_our_pid() {
     let msg = err.to_string();
     assert!(msg.contains("is in use by process"), "{msg}");
     assert!(msg.contains(&std::process::id().to_string()), "{msg}");
-    // The failed open did not disturb the first handle or the pid in LOCK.
+    let me = std::env::args().next().expect("argv[0]");
+    assert!(msg.contains(&me), "the message names the holder's command: {msg}");
+    // The failed open did not disturb the first handle or the pid and command in LOCK.
     first
         .put_trial(&trial(1))
         .expect("first handle still works");
     let lock_text = std::fs::read_to_string(dir.path().join("LOCK")).expect("LOCK");
-    assert_eq!(lock_text.trim(), std::process::id().to_string());
+    let mut lines = lock_text.lines();
+    assert_eq!(lines.next(), Some(std::process::id().to_string().as_str()));
+    assert_eq!(lines.next(), Some(me.as_str()));
     drop(first);
     let again = Store::open(dir.path()).expect("free after drop");
     assert_eq!(again.trials().expect("trials").len(), 1);

@@ -17,7 +17,10 @@ use std::path::PathBuf;
         jizhi-tune plan search-spaces/alexnet64k.toml         check a file and print the plan\n  \
         jizhi-tune show search-spaces/alexnet64k.toml         trials and best configuration\n  \
         jizhi-tune dashboard runs/alexnet64k                  the dashboard of a stored study\n  \
-        jizhi-tune export runs/alexnet64k --format csv        every trial and epoch"
+        jizhi-tune export runs/alexnet64k --format csv        every trial and epoch\n  \
+        jizhi-tune store check runs/alexnet64k                what is intact in a store\n  \
+        jizhi-tune bench train                                training throughput\n  \
+        jizhi-tune bench store                                what the store costs"
 )]
 pub struct Cli {
     /// Search-space file of the study to run or resume.
@@ -54,6 +57,10 @@ pub struct RunArgs {
     /// Start over: the old store is moved aside (never deleted).
     #[arg(long)]
     pub fresh: bool,
+    /// Run a changed search space as a new study NEW_NAME, in a store next to the old one that
+    /// inherits its history (identical trials are not run again); the old store is unchanged.
+    #[arg(long, value_name = "NEW_NAME", conflicts_with = "fresh")]
+    pub fork: Option<String>,
 }
 
 /// The commands besides running a study.
@@ -64,7 +71,8 @@ pub enum Command {
     Trial(TrialArgs),
     /// Export every trial with its parameters, status and per-epoch metrics.
     #[command(after_help = "Examples:\n  jizhi-tune export runs/smoke --format json > trials.json\n  \
-        jizhi-tune export search-spaces/smoke.toml --format csv")]
+        jizhi-tune export search-spaces/smoke.toml --format csv          one row per epoch\n  \
+        jizhi-tune export search-spaces/smoke.toml --format csv-trials   one row per trial")]
     Export {
         /// A store folder or the study's search-space file.
         #[arg(value_name = "STORE|SPACE.toml")]
@@ -73,6 +81,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
     },
+    /// Rebuild a store from a JSON export (backups, moving a study between machines).
+    Import(crate::import::ImportArgs),
+    /// Check a store's files, or recover a damaged store into a new one.
+    #[command(subcommand)]
+    Store(crate::store_cmd::StoreCommand),
+    /// Measure a part of the system; the last output line is one JSON object of the figures.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// Show a table of trials and the best configuration per batch size.
     #[command(after_help = "Example:\n  jizhi-tune show search-spaces/alexnet64k.toml")]
     Show {
@@ -88,9 +104,6 @@ pub enum Command {
         #[arg(value_name = "STORE|SPACE.toml")]
         target: PathBuf,
     },
-    /// Benchmarks: training throughput.
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
     /// Validate a search-space file and print the planned stages, without running anything.
     #[command(after_help = "Example:\n  jizhi-tune plan search-spaces/alexnet64k.toml")]
     Plan {
@@ -103,10 +116,12 @@ pub enum Command {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// An array of trial objects.
+    /// An array of trial objects, each with its epochs (what `import` reads).
     Json,
-    /// One row per trial epoch.
+    /// One row per trial epoch (a trial without epochs gets one row with empty metrics).
     Csv,
+    /// One row per trial.
+    CsvTrials,
 }
 
 /// Options of `jizhi-tune trial`: one training run of the trainer.

@@ -3,8 +3,8 @@
 use crate::cli::{Cli, Command, ExportFormat, RunArgs};
 use crate::plan::{self, DataPlan, Stage};
 use crate::space::{self, SearchSpace, SpaceError};
-use crate::study::{self, RunPlan};
-use crate::{format, report, strategy};
+use crate::study::{self, RunPlan, Start};
+use crate::{drift, format, report, strategy};
 use anyhow::{bail, Context, Result};
 use jizhi_store::Store;
 use std::path::Path;
@@ -12,13 +12,14 @@ use std::path::Path;
 /// Input the user must fix (a bad file or option); exits with code 2 and nothing written.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BadInput(String);
+pub struct BadInput(pub String);
 
 /// Whether an error is bad input (exit code 2) rather than a failure while working.
 pub fn is_bad_input(e: &anyhow::Error) -> bool {
     e.downcast_ref::<SpaceError>().is_some()
         || e.downcast_ref::<BadInput>().is_some()
         || e.downcast_ref::<plan::PlanError>().is_some()
+        || e.downcast_ref::<drift::Refused>().is_some()
 }
 
 /// Runs the command the command line names.
@@ -26,10 +27,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Trial(args)) => crate::trial::run(&args),
         Some(Command::Plan { space }) => plan_command(&space),
-        Some(Command::Bench(cmd)) => crate::bench::run(&cmd),
         Some(Command::Show { target }) => show(&target),
         Some(Command::Export { target, format }) => export(&target, format),
         Some(Command::Dashboard { target }) => dashboard(&target),
+        Some(Command::Import(args)) => crate::import::run(&args),
+        Some(Command::Store(command)) => crate::store_cmd::run(&command),
+        Some(Command::Bench(command)) => crate::bench::run(&command),
         None => {
             let space = cli.space.context("a search-space file is required (see --help)")?;
             run(&space, &cli.run)
@@ -88,7 +91,12 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
         seed,
         dashboard: !args.headless && std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
-    study::run(plan, args.fresh)
+    let start = match (&args.fork, args.fresh) {
+        (Some(name), _) => Start::Fork(name.clone()),
+        (None, true) => Start::Fresh,
+        (None, false) => Start::Resume,
+    };
+    study::run(plan, start)
 }
 
 fn plan_command(path: &Path) -> Result<()> {
@@ -152,7 +160,7 @@ fn show(target: &Path) -> Result<()> {
 fn dashboard(target: &Path) -> Result<()> {
     let (store, space) = match open_existing(target) {
         Err(e) => {
-            if let Some(jizhi_store::StoreError::Locked { dir, pid }) = e.downcast_ref::<jizhi_store::StoreError>() {
+            if let Some(jizhi_store::StoreError::Locked { dir, pid, .. }) = e.downcast_ref::<jizhi_store::StoreError>() {
                 bail!(
                     "the study in {} is running in process {pid}: its dashboard is in the terminal that started it \
                      (or its progress lines, if it runs headless); `jizhi-tune dashboard` shows a study that is \
@@ -184,6 +192,7 @@ fn export(target: &Path, format: ExportFormat) -> Result<()> {
     match format {
         ExportFormat::Json => println!("{}", report::export_json(&trials)?),
         ExportFormat::Csv => print!("{}", report::export_csv(&trials)),
+        ExportFormat::CsvTrials => print!("{}", report::export_csv_trials(&trials)),
     }
     Ok(())
 }

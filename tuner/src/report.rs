@@ -151,6 +151,38 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The per-trial CSV export: one row per trial with its outcome and parameters.
+pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
+    let names: std::collections::BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
+    let mut out = String::from("id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs");
+    for n in &names {
+        out.push(',');
+        out.push_str(&csv_field(n));
+    }
+    out.push_str(",error\n");
+    for t in trials {
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            t.id,
+            csv_field(&t.stage),
+            t.batch,
+            t.proxy_batch,
+            status_word(t.status),
+            t.attempts,
+            t.epochs.len(),
+            t.final_val_top1.map(|v| v.to_string()).unwrap_or_default(),
+            t.wall_secs.map(|v| v.to_string()).unwrap_or_default()
+        );
+        for n in &names {
+            out.push(',');
+            out.push_str(&csv_field(&t.params.get(*n).map(value_text).unwrap_or_default()));
+        }
+        let _ = writeln!(out, ",{}", csv_field(t.error.as_deref().unwrap_or("")));
+    }
+    out
+}
+
 /// The CSV export: one row per trial epoch (a trial without epochs gets one row with empty metrics).
 pub fn export_csv(trials: &[TrialRecord]) -> String {
     let names: std::collections::BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();

@@ -5,7 +5,7 @@ use crate::progress::Progress;
 use crate::ranking::best_first;
 use crate::scheduler::{self, Job};
 use crate::space::{ParamValue, SearchSpace};
-use crate::{report, strategy, trial};
+use crate::{drift, fork, report, strategy, trial};
 use anyhow::{bail, Context, Result};
 use jizhi_store::{StudyRecord, Store, TrialRecord, TrialStatus};
 use std::collections::BTreeMap;
@@ -91,9 +91,21 @@ fn move_aside(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(aside))
 }
 
-/// Opens the study's store, refusing a store whose study used a different search space or seed.
-fn open_study(run: &RunPlan, fresh: bool) -> Result<Store> {
-    if fresh {
+/// What a run does with an existing store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Resume it (refused if its search space or seed changed).
+    Resume,
+    /// Move it aside and start over.
+    Fresh,
+    /// Start a new study of this name in a sibling store, inheriting its history.
+    Fork(String),
+}
+
+/// Opens the study's store, refusing (with what changed) a store whose study used a different
+/// search space or seed; a fork moves `run.store_dir` to the fork's store.
+fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
+    if *start == Start::Fresh {
         if let Some(aside) = move_aside(&run.store_dir)? {
             println!("--fresh: the previous store was moved to {}", aside.display());
         }
@@ -101,46 +113,68 @@ fn open_study(run: &RunPlan, fresh: bool) -> Result<Store> {
     if let Some(parent) = run.store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
+    let mut record = StudyRecord {
+        name: run.space.study.name.clone(),
+        space_text: run.space.text.clone(),
+        seed: run.seed,
+        created_unix: unix_now(),
+    };
+    if let Start::Fork(name) = start {
+        record.name = name.clone();
+        let (store, dir) = fork::open_fork(&run.store_dir, name, record)?;
+        run.store_dir = dir;
+        return Ok(store);
+    }
+    // Refuse a changed space before opening, so that a refused run writes nothing at all.
+    if let Some(study) = Store::peek_study(&run.store_dir)? {
+        refuse_drift(run, &study)?;
+    }
     let store = Store::open(&run.store_dir)?;
     match store.study()? {
         Some(study) => {
-            if study.space_text != run.space.text || study.seed != run.seed {
-                bail!(
-                    "the study in {} was started with a different search space or seed; \
-                     rerun with --fresh to start over (the old store is kept aside) or use another --store",
-                    run.store_dir.display()
-                );
-            }
+            refuse_drift(run, &study)?;
             println!("resuming the study in {}", run.store_dir.display());
         }
         None => {
-            store.put_study(&StudyRecord {
-                name: run.space.study.name.clone(),
-                space_text: run.space.text.clone(),
-                seed: run.seed,
-                created_unix: unix_now(),
-            })?;
+            store.put_study(&record)?;
             println!("new study in {}", run.store_dir.display());
         }
     }
     Ok(store)
 }
 
-/// Plans a stage's specs into jobs: finished trials are kept, the rest (new or interrupted) queued.
+/// Fails with what changed when `study` was started with another search space or seed than `run`.
+fn refuse_drift(run: &RunPlan, study: &StudyRecord) -> Result<()> {
+    let differences = drift::compare(&study.space_text, study.seed, &run.space.text, run.seed);
+    if !differences.is_empty() {
+        bail!(drift::Refused { store: run.store_dir.clone(), differences });
+    }
+    Ok(())
+}
+
+/// True for a trial that has ended and is never run again.
+pub fn is_done(status: TrialStatus) -> bool {
+    matches!(status, TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged)
+}
+
+/// Plans a stage's specs into jobs: ended trials are kept, results of identical inherited trials
+/// reused, the rest (new or interrupted) queued.
 fn reconcile(run: &RunPlan, store: &Store, specs: &[TrialSpec], progress: &mut Progress) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
+    let mut existing: BTreeMap<u64, TrialRecord> = store.trial_records()?.into_iter().map(|t| (t.id, t)).collect();
+    let commands = store.commands()?;
+    let reusable = fork::Reusable::of(store)?;
     for spec in specs {
         let params = params_json(&spec.point);
-        let existing = store.trial(spec.id)?;
-        let record = match existing {
+        let cfg = plan::train_config(&run.space, &run.data, spec, run.threads, run.seed)?;
+        let args = trial::command_line(&cfg);
+        let record = match existing.remove(&spec.id) {
             Some(r) if r.params != params || r.batch != spec.batch => bail!(
                 "trial {} in the store does not match the plan; the store belongs to another study version \
                  (rerun with --fresh)",
                 spec.id
             ),
-            Some(r) if matches!(r.status, TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged) => {
-                continue
-            }
+            Some(r) if is_done(r.status) => continue,
             Some(r) => r,
             None => {
                 let r = TrialRecord {
@@ -156,14 +190,20 @@ fn reconcile(run: &RunPlan, store: &Store, specs: &[TrialSpec], progress: &mut P
                     wall_secs: None,
                     epochs: Vec::new(),
                 };
+                if let Some(parent_id) = reusable.take(store, &r, &args)? {
+                    println!("trial {} reused: the same trial as inherited trial {parent_id}", r.id);
+                    continue;
+                }
                 store.put_trial(&r)?;
                 r
             }
         };
-        let cfg = plan::train_config(&run.space, &run.data, spec, run.threads, run.seed)?;
+        if commands.get(&spec.id) != Some(&args) {
+            store.put_command(spec.id, &args)?;
+        }
         let per_epoch = cfg.data_fraction * run.data.train_images as f64;
         progress.expect(spec.id, per_epoch, cfg.epochs);
-        jobs.push(Job { record, args: trial::command_line(&cfg), epochs: cfg.epochs });
+        jobs.push(Job { record, args, epochs: cfg.epochs });
     }
     let images = plan::trial_images(&run.space, &run.data, specs.first().map_or(Stage::Coarse, |s| s.stage));
     progress.plan(specs.len(), jobs.len(), images);
@@ -212,13 +252,13 @@ pub fn refine_specs(space: &SearchSpace, data: &DataPlan, coarse: &[TrialRecord]
 }
 
 /// Runs (or resumes) a study to its end and prints the summary.
-pub fn run(run: RunPlan, fresh: bool) -> Result<()> {
+pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     println!("{}", run.data.describe(&run.space));
     println!(
         "ranks: {} nominal, trained as one CPU data-parallel rank per trial; {} trial(s) at a time, {} thread(s) each",
         run.space.trainer.ranks, run.max_concurrent, run.threads
     );
-    let store = Arc::new(open_study(&run, fresh)?);
+    let store = Arc::new(open_study(&mut run, &start)?);
     let exe = std::env::current_exe().context("locating the jizhi-tune executable")?;
     let shown = run.space.params.iter().map(|p| p.name.clone()).collect();
     let (mut output, mut controls) = crate::dashboard::start(&run, &store, Progress::new(shown))?;

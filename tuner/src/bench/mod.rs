@@ -1,22 +1,53 @@
-//! `jizhi-tune bench ...`: benchmark commands. Each prints progress, then one JSON object as its
-//! last line so scripts can compare it with a reference measured in the same run.
+//! `jizhi-tune bench <what>`: measurements of the system's own parts. Each prints progress and
+//! its figures, and ends with one line holding a JSON object of them (for scripts and comparisons).
 
+mod store;
 pub mod train;
 
+use anyhow::Result;
 use clap::Subcommand;
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The store: time to record a trial epoch, to open and resume a big study, size on disk.
+    #[command(after_help = "Examples:\n  jizhi-tune bench store\n  \
+        jizhi-tune bench store --trials 1000 --epochs 10 --dir /data/bench")]
+    Store(store::StoreBenchArgs),
     /// Training-step throughput of the trainer (forward + backward + update).
     #[command(after_help = "Examples:\n  jizhi-tune bench train\n  \
         jizhi-tune bench train --batch 3072 --precision fp16 --threads 2")]
     Train(train::BenchTrainArgs),
 }
 
-/// Runs the benchmark the command line names.
-pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
-    match cmd {
+/// Runs a benchmark.
+pub fn run(command: &BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Store(args) => store::run(args),
         BenchCommand::Train(args) => train::run(args),
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, by nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 1.0), 100.0);
+        assert_eq!(quantile(&[7.0], 0.99), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
     }
 }
