@@ -1,5 +1,6 @@
 //! A trial killed mid-run and restarted with the same `--checkpoint` continues from its last
-//! epoch and ends bit-identical to an uninterrupted run (augmentation and loss scaling included).
+//! epoch (reporting the saved epochs again first) and ends bit-identical to an uninterrupted run
+//! (augmentation and loss scaling included).
 
 mod common;
 use common::*;
@@ -58,12 +59,12 @@ fn killed_trial_resumes_from_its_checkpoint_bit_identically() {
     let resumed = run(bin().args(TRIAL).arg("--checkpoint").arg(&ckpt));
     let (out, err) = texts(&resumed);
     assert!(resumed.status.success(), "{err}");
-    let rest = lines(&out);
-    assert_eq!(rest.len(), 2, "only epoch 3 and the final line are left to print: {out}");
-    assert_eq!(rest[0]["epoch"], 3, "{out}");
-    let joined: Vec<serde_json::Value> = first.iter().chain(&rest).map(untimed).collect();
+    let resumed = lines(&out);
+    assert_eq!(resumed.len(), 4, "the resumed run reports every epoch and the final line: {out}");
+    assert_eq!(&resumed[..2], &first[..], "the epochs from the checkpoint are reported as they were");
+    let resumed: Vec<serde_json::Value> = resumed.iter().map(untimed).collect();
     let expected: Vec<serde_json::Value> = straight.iter().map(untimed).collect();
-    assert_eq!(joined, expected, "the resumed run differs from the uninterrupted one");
+    assert_eq!(resumed, expected, "the resumed run differs from the uninterrupted one");
 
     // A checkpoint of another configuration is refused, not silently resumed.
     let other_lr: Vec<&str> = TRIAL.iter().map(|&a| if a == "2" { "1" } else { a }).collect();

@@ -105,7 +105,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Augment training images: random crop with 2 pixels of padding and horizontal flip.
     pub augment: bool,
-    /// File the run's state is saved to after every epoch and resumed from when it exists.
+    /// File the run's state is saved to after every epoch and resumed from when it exists
+    /// (the epochs it holds are reported again, then training continues).
     pub checkpoint: Option<PathBuf>,
 }
 

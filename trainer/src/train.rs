@@ -38,6 +38,8 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         Some(c) => {
             state.restore(c)?;
             tracing::info!(epochs_done = c.epochs_done, step = c.step, "resuming from the checkpoint");
+            // the epochs done before are reported again, so a reader of a resumed run sees them all
+            c.reports.iter().for_each(|r| on_epoch(r));
             (c.epochs_done, c.step, c.reports.clone(), c.elapsed_secs)
         }
         None => (0, 0, Vec::new(), 0.0),

@@ -27,6 +27,8 @@ pub struct Job {
     pub args: Vec<String>,
     /// Epochs the trial will run.
     pub epochs: u32,
+    /// The trial's checkpoint file (removed once the trial has ended for good).
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Something that happened to a trial, reported in order of occurrence.
@@ -168,9 +170,17 @@ async fn run_one(
             record.error = Some(crate::control::STOPPED_BY_USER.into());
         }
         Outcome::Stopped(StopReason::Search) => {
-            // Back to planned, as if never started: it reruns from scratch on resume.
+            // Back to planned: it runs again on resume, continuing from its last checkpoint.
             record.status = TrialStatus::Planned;
             record.epochs.clear();
+        }
+    }
+    if let Some(path) = job.checkpoint.as_ref().filter(|_| crate::study::is_done(record.status)) {
+        // the outcome is recorded below; a checkpoint could only resume a trial that has ended
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a trial checkpoint");
+            }
         }
     }
     let r = record.clone();

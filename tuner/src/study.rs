@@ -130,6 +130,8 @@ fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
         refuse_drift(run, &study)?;
     }
     let store = Store::open(&run.store_dir)?;
+    let checkpoints = run.store_dir.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&checkpoints).with_context(|| format!("creating {}", checkpoints.display()))?;
     match store.study()? {
         Some(study) => {
             refuse_drift(run, &study)?;
@@ -203,11 +205,24 @@ fn reconcile(run: &RunPlan, store: &Store, specs: &[TrialSpec], progress: &mut P
         }
         let per_epoch = cfg.data_fraction * run.data.train_images as f64;
         progress.expect(spec.id, per_epoch, cfg.epochs);
-        jobs.push(Job { record, args, epochs: cfg.epochs });
+        // The checkpoint is where the trial runs, not what it is: it stays out of the recorded
+        // command (which drift and fork reuse compare).
+        let checkpoint = checkpoint_path(&run.store_dir, spec.id);
+        let mut run_args = args;
+        run_args.extend(["--checkpoint".to_string(), checkpoint.display().to_string()]);
+        jobs.push(Job { record, args: run_args, epochs: cfg.epochs, checkpoint: Some(checkpoint) });
     }
     let images = plan::trial_images(&run.space, &run.data, specs.first().map_or(Stage::Coarse, |s| s.stage));
     progress.plan(specs.len(), jobs.len(), images);
     Ok(jobs)
+}
+
+/// Folder of the running trials' checkpoints inside a store folder.
+const CHECKPOINT_DIR: &str = "checkpoints";
+
+/// Where trial `id` of the study in `store_dir` keeps its checkpoint.
+fn checkpoint_path(store_dir: &Path, id: u64) -> PathBuf {
+    store_dir.join(CHECKPOINT_DIR).join(format!("trial-{id}.ckpt"))
 }
 
 /// The coarse stage's trials: every batch size × every coarse point, ids from 1.
