@@ -23,29 +23,8 @@ pub fn round_significant(v: f64, digits: i32) -> f64 {
     (v * factor).round() / factor
 }
 
-/// A duration as `1h02m`, `3m05s` or `12s`.
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-/// A nominal batch size as `64K` when it is a multiple of 1024, else the plain number.
-pub fn batch(n: u64) -> String {
-    if n >= 1024 && n % 1024 == 0 {
-        format!("{}K", n / 1024)
-    } else {
-        n.to_string()
-    }
-}
-
-/// A fraction as a percentage with one decimal.
-pub fn percent(v: f64) -> String {
-    format!("{:.1}%", v * 100.0)
-}
+// The tuner prints durations, batch sizes and percentages exactly as the dashboard shows them.
+pub use jizhi_tui::fmt::{batch, duration, percent};
 
 #[cfg(test)]
 mod tests {
