@@ -151,15 +151,28 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// The per-trial CSV export: one row per trial with its outcome and parameters.
-pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
-    let names: std::collections::BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
-    let mut out = String::from("id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs");
-    for n in &names {
+/// Every parameter name of the trials, sorted (the CSV exports' parameter columns).
+fn param_names(trials: &[TrialRecord]) -> std::collections::BTreeSet<&String> {
+    trials.iter().flat_map(|t| t.params.keys()).collect()
+}
+
+/// A CSV header line: the `lead` columns, one column per parameter, then the `tail` columns.
+fn csv_header(lead: &str, names: &std::collections::BTreeSet<&String>, tail: &str) -> String {
+    let mut out = String::from(lead);
+    for n in names {
         out.push(',');
         out.push_str(&csv_field(n));
     }
-    out.push_str(",error\n");
+    out.push(',');
+    out.push_str(tail);
+    out.push('\n');
+    out
+}
+
+/// The per-trial CSV export: one row per trial with its outcome and parameters.
+pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
+    let names = param_names(trials);
+    let mut out = csv_header("id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs", &names, "error");
     for t in trials {
         let _ = write!(
             out,
@@ -185,13 +198,12 @@ pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
 
 /// The CSV export: one row per trial epoch (a trial without epochs gets one row with empty metrics).
 pub fn export_csv(trials: &[TrialRecord]) -> String {
-    let names: std::collections::BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
-    let mut out = String::from("id,stage,batch,proxy_batch,status,attempts,final_val_top1");
-    for n in &names {
-        out.push(',');
-        out.push_str(&csv_field(n));
-    }
-    out.push_str(",epoch,step,train_loss,val_top1,images_per_sec,loss_scale,skipped_steps,wall_secs\n");
+    let names = param_names(trials);
+    let mut out = csv_header(
+        "id,stage,batch,proxy_batch,status,attempts,final_val_top1",
+        &names,
+        "epoch,step,train_loss,val_top1,images_per_sec,loss_scale,skipped_steps,wall_secs",
+    );
     for t in trials {
         let mut head = format!(
             "{},{},{},{},{},{},{}",
