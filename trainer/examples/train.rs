@@ -14,7 +14,10 @@ fn main() {
             eprintln!("ignoring argument {arg:?} (expected key=value)");
             continue;
         };
-        let f = || v.parse::<f64>().unwrap_or_else(|_| panic!("{k}: not a number: {v}"));
+        let f = || {
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("{k}: not a number: {v}"))
+        };
         match k {
             "batch" => cfg.batch = f() as usize,
             "threads" => cfg.threads = f() as usize,
@@ -31,8 +34,19 @@ fn main() {
             "bn5" => cfg.bn5 = v == "true" || v == "1",
             "fusion" => cfg.fusion_threshold_bytes = f() as u64,
             "scale" => cfg.loss_scale = LossScale::Static { factor: f() },
-            "dyn" => cfg.loss_scale = LossScale::Dynamic { init: f(), growth_interval: 200 },
-            "optimizer" => cfg.optimizer = if v == "lars" { OptimizerKind::Lars } else { OptimizerKind::Sgd },
+            "dyn" => {
+                cfg.loss_scale = LossScale::Dynamic {
+                    init: f(),
+                    growth_interval: 200,
+                }
+            }
+            "optimizer" => {
+                cfg.optimizer = if v == "lars" {
+                    OptimizerKind::Lars
+                } else {
+                    OptimizerKind::Sgd
+                }
+            }
             "precision" => {
                 cfg.precision = match v {
                     "fp16" => Precision::Fp16,

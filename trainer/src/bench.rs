@@ -41,14 +41,24 @@ impl StepTimes {
 
 /// Runs `warmup` untimed then `steps` timed training steps of `cfg` (its model, batch,
 /// precision, optimiser and threads) at a constant learning rate of `cfg.peak_lr`.
-pub fn time_train_steps(cfg: &TrainConfig, warmup: usize, steps: usize) -> Result<StepTimes, TrainError> {
+pub fn time_train_steps(
+    cfg: &TrainConfig,
+    warmup: usize,
+    steps: usize,
+) -> Result<StepTimes, TrainError> {
     cfg.validate()?;
     if cfg.batch > TRAIN_IMAGES {
-        return Err(TrainError::InvalidConfig(format!("batch {} exceeds the {TRAIN_IMAGES} training images", cfg.batch)));
+        return Err(TrainError::InvalidConfig(format!(
+            "batch {} exceeds the {TRAIN_IMAGES} training images",
+            cfg.batch
+        )));
     }
     let data = Dataset::load_cached(&cfg.data_dir)?;
     let table = normalisation_table();
-    let images: Vec<f32> = data.train_images[..cfg.batch * PIXELS].iter().map(|&v| table[v as usize]).collect();
+    let images: Vec<f32> = data.train_images[..cfg.batch * PIXELS]
+        .iter()
+        .map(|&v| table[v as usize])
+        .collect();
     let labels = &data.train_labels[..cfg.batch];
     let mut state = StepState::new(cfg);
     let mut underflow = Underflow::default();
@@ -60,5 +70,8 @@ pub fn time_train_steps(cfg: &TrainConfig, warmup: usize, steps: usize) -> Resul
             secs.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(StepTimes { batch: cfg.batch, secs })
+    Ok(StepTimes {
+        batch: cfg.batch,
+        secs,
+    })
 }

@@ -46,22 +46,33 @@ pub struct Checkpoint {
 
 /// The configuration a checkpoint is matched against: the path itself does not count.
 pub fn identity(cfg: &TrainConfig) -> TrainConfig {
-    TrainConfig { checkpoint: None, ..cfg.clone() }
+    TrainConfig {
+        checkpoint: None,
+        ..cfg.clone()
+    }
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), source }
+    TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `ckpt` to `path` atomically: a temporary file, fsync, rename, fsync of the folder.
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), TrainError> {
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let bytes = serde_json::to_vec(ckpt).map_err(|e| TrainError::Internal(format!("encoding a checkpoint: {e}")))?;
+    let bytes = serde_json::to_vec(ckpt)
+        .map_err(|e| TrainError::Internal(format!("encoding a checkpoint: {e}")))?;
     let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(dir, e))?;
     }
     Ok(())
 }
@@ -74,16 +85,28 @@ pub fn load(path: &Path, cfg: &TrainConfig) -> Result<Option<Checkpoint>, TrainE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path, e)),
     };
-    let bad = |reason: String| TrainError::Checkpoint { path: path.to_path_buf(), reason };
-    let ckpt: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| bad(format!("unreadable ({e})")))?;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ckpt: Checkpoint =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("unreadable ({e})")))?;
     if ckpt.format != FORMAT {
-        return Err(bad(format!("layout version {} (this build reads {FORMAT})", ckpt.format)));
+        return Err(bad(format!(
+            "layout version {} (this build reads {FORMAT})",
+            ckpt.format
+        )));
     }
     if ckpt.config != identity(cfg) {
-        return Err(bad("it was saved by a run with another configuration; delete it to start over".into()));
+        return Err(bad(
+            "it was saved by a run with another configuration; delete it to start over".into(),
+        ));
     }
     if ckpt.epochs_done > cfg.epochs || ckpt.reports.len() != ckpt.epochs_done as usize {
-        return Err(bad(format!("it claims {} epochs done of {}", ckpt.epochs_done, cfg.epochs)));
+        return Err(bad(format!(
+            "it claims {} epochs done of {}",
+            ckpt.epochs_done, cfg.epochs
+        )));
     }
     Ok(Some(ckpt))
 }

@@ -166,7 +166,10 @@ impl TrainConfig {
             return bad("epochs must be > 0".into());
         }
         if !(self.data_fraction > 0.0 && self.data_fraction <= 1.0) {
-            return bad(format!("data_fraction must be in (0,1], got {}", self.data_fraction));
+            return bad(format!(
+                "data_fraction must be in (0,1], got {}",
+                self.data_fraction
+            ));
         }
         let subset = self.train_subset_len();
         if self.batch > subset {
@@ -189,18 +192,30 @@ impl TrainConfig {
         finite_nonneg("warmup_epochs", self.warmup_epochs)?;
         finite_nonneg("poly_power", self.poly_power)?;
         finite_nonneg("lars_eps", self.lars_eps)?;
-        if self.optimizer == OptimizerKind::Lars && !(self.lars_eta.is_finite() && self.lars_eta > 0.0) {
-            return bad(format!("lars_eta must be finite and > 0, got {}", self.lars_eta));
+        if self.optimizer == OptimizerKind::Lars
+            && !(self.lars_eta.is_finite() && self.lars_eta > 0.0)
+        {
+            return bad(format!(
+                "lars_eta must be finite and > 0, got {}",
+                self.lars_eta
+            ));
         }
         match self.loss_scale {
             LossScale::Static { factor } => {
                 if !(factor.is_finite() && factor > 0.0) {
-                    return bad(format!("static loss scale must be finite and > 0, got {factor}"));
+                    return bad(format!(
+                        "static loss scale must be finite and > 0, got {factor}"
+                    ));
                 }
             }
-            LossScale::Dynamic { init, growth_interval } => {
+            LossScale::Dynamic {
+                init,
+                growth_interval,
+            } => {
                 if !(init.is_finite() && init > 0.0) {
-                    return bad(format!("dynamic loss scale init must be finite and > 0, got {init}"));
+                    return bad(format!(
+                        "dynamic loss scale init must be finite and > 0, got {init}"
+                    ));
                 }
                 if growth_interval == 0 {
                     return bad("dynamic loss scale growth_interval must be >= 1".into());

@@ -31,7 +31,11 @@ pub fn plan_buckets(sizes: &[u64], threshold: u64) -> Vec<Range<usize>> {
 /// Hands every bucket of the flat gradient buffer (a contiguous slice) to `reduce`, the
 /// collective of the data-parallel group; returns the number of calls made. The trainer
 /// runs a single rank today, so it passes the identity.
-pub fn allreduce_buckets(grads: &mut [f32], buckets: &[Range<usize>], mut reduce: impl FnMut(&mut [f32])) -> u64 {
+pub fn allreduce_buckets(
+    grads: &mut [f32],
+    buckets: &[Range<usize>],
+    mut reduce: impl FnMut(&mut [f32]),
+) -> u64 {
     for b in buckets {
         reduce(&mut grads[b.clone()]);
     }
@@ -51,7 +55,10 @@ mod tests {
 
     #[test]
     fn oversized_tensor_goes_alone() {
-        assert_eq!(plan_buckets(&[10, 500, 10, 10], 100), vec![0..1, 1..2, 2..4]);
+        assert_eq!(
+            plan_buckets(&[10, 500, 10, 10], 100),
+            vec![0..1, 1..2, 2..4]
+        );
         assert_eq!(plan_buckets(&[500], 100), vec![0..1]);
         assert_eq!(plan_buckets(&[500, 600], 100), vec![0..1, 1..2]);
     }
@@ -68,7 +75,12 @@ mod tests {
         assert_eq!(plan_buckets(&[100, 100], 100), vec![0..1, 1..2]);
         assert_eq!(plan_buckets(&[u64::MAX, 1], u64::MAX), vec![0..1, 1..2]);
         let mut g = vec![1.0f32; 10];
-        assert_eq!(allreduce_buckets(&mut g, &[0..4, 4..10], |b| b.iter_mut().for_each(|v| *v *= 2.0)), 2);
+        assert_eq!(
+            allreduce_buckets(&mut g, &[0..4, 4..10], |b| b
+                .iter_mut()
+                .for_each(|v| *v *= 2.0)),
+            2
+        );
         assert!(g.iter().all(|&v| v == 2.0));
         assert_eq!(allreduce_buckets(&mut g, &[0..10], |_| {}), 1);
     }

@@ -12,12 +12,22 @@ struct Inventory(Vec<ParamInfo>);
 impl Inventory {
     fn add(&mut self, name: String, kind: ParamKind, shape: Vec<usize>) {
         let numel = shape.iter().product::<usize>();
-        self.0.push(ParamInfo { name, kind, shape, numel, bytes: 4 * numel as u64 });
+        self.0.push(ParamInfo {
+            name,
+            kind,
+            shape,
+            numel,
+            bytes: 4 * numel as u64,
+        });
     }
 
     /// A convolution (HWIO weights) with an optional bias, followed by batch norm.
     fn conv_bn(&mut self, conv: &str, bn: &str, k: usize, cin: usize, cout: usize, bias: bool) {
-        self.add(format!("{conv}.weight"), ParamKind::Weight, vec![k, k, cin, cout]);
+        self.add(
+            format!("{conv}.weight"),
+            ParamKind::Weight,
+            vec![k, k, cin, cout],
+        );
         if bias {
             self.add(format!("{conv}.bias"), ParamKind::Bias, vec![cout]);
         }
@@ -44,9 +54,22 @@ impl Inventory {
 /// plus the BN on the pool5 features when `bn5`; fc6 9216→4096, fc7 4096→4096, fc8 4096→1000.
 pub fn alexnet_bn(bn5: bool) -> Vec<ParamInfo> {
     let mut inv = Inventory::default();
-    let convs = [(11, 3, 96), (5, 96, 256), (3, 256, 384), (3, 384, 384), (3, 384, 256)];
+    let convs = [
+        (11, 3, 96),
+        (5, 96, 256),
+        (3, 256, 384),
+        (3, 384, 384),
+        (3, 384, 256),
+    ];
     for (i, &(k, cin, cout)) in convs.iter().enumerate() {
-        inv.conv_bn(&format!("conv{}", i + 1), &format!("bn{}", i + 1), k, cin, cout, true);
+        inv.conv_bn(
+            &format!("conv{}", i + 1),
+            &format!("bn{}", i + 1),
+            k,
+            cin,
+            cout,
+            true,
+        );
     }
     if bn5 {
         inv.bn("bn_pool5", 256);
@@ -66,11 +89,39 @@ pub fn resnet50() -> Vec<ParamInfo> {
     for (stage, (&blocks, width)) in [3, 4, 6, 3].iter().zip([64, 128, 256, 512]).enumerate() {
         for block in 0..blocks {
             let p = format!("layer{}.{block}", stage + 1);
-            inv.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), 1, cin, width, false);
-            inv.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), 3, width, width, false);
-            inv.conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), 1, width, 4 * width, false);
+            inv.conv_bn(
+                &format!("{p}.conv1"),
+                &format!("{p}.bn1"),
+                1,
+                cin,
+                width,
+                false,
+            );
+            inv.conv_bn(
+                &format!("{p}.conv2"),
+                &format!("{p}.bn2"),
+                3,
+                width,
+                width,
+                false,
+            );
+            inv.conv_bn(
+                &format!("{p}.conv3"),
+                &format!("{p}.bn3"),
+                1,
+                width,
+                4 * width,
+                false,
+            );
             if block == 0 {
-                inv.conv_bn(&format!("{p}.downsample.conv"), &format!("{p}.downsample.bn"), 1, cin, 4 * width, false);
+                inv.conv_bn(
+                    &format!("{p}.downsample.conv"),
+                    &format!("{p}.downsample.bn"),
+                    1,
+                    cin,
+                    4 * width,
+                    false,
+                );
             }
             cin = 4 * width;
         }
@@ -111,7 +162,13 @@ mod tests {
         assert_eq!(fc6.shape, vec![9216, 4096]);
         let mib = half_bytes(fc6) as f64 / MIB;
         assert!((mib - 72.0).abs() < 0.1, "fc6 is {mib} MiB in fp16");
-        assert_eq!(inv.len() - alexnet_bn(false).len(), 2, "bn5 adds gamma and beta");
-        assert!(inv.iter().all(|p| p.kind != ParamKind::Weight || p.name.ends_with(".weight")));
+        assert_eq!(
+            inv.len() - alexnet_bn(false).len(),
+            2,
+            "bn5 adds gamma and beta"
+        );
+        assert!(inv
+            .iter()
+            .all(|p| p.kind != ParamKind::Weight || p.name.ends_with(".weight")));
     }
 }

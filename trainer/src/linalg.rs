@@ -14,11 +14,19 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// Row-major view with `cols` columns.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// Transposed view of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: 1, cs: cols }
+        MatRef {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
     /// Largest element index touched by an `r x c` use of this view.
     fn last(&self, r: usize, c: usize) -> usize {
@@ -29,7 +37,16 @@ impl<'a> MatRef<'a> {
 /// `dst[m x n] (row-major, row stride ldd) = (accumulate ? dst : 0) + a[m x k] * b[k x n]`, single-threaded.
 ///
 /// Panics if a view is too short: that is an internal shape bug, never a user-input error.
-pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>) {
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -41,7 +58,10 @@ pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, accumul
         }
         return;
     }
-    assert!(ldd >= n && (m - 1) * ldd + n <= dst.len(), "matmul: dst too small");
+    assert!(
+        ldd >= n && (m - 1) * ldd + n <= dst.len(),
+        "matmul: dst too small"
+    );
     assert!(a.last(m, k) < a.data.len(), "matmul: lhs too small");
     assert!(b.last(k, n) < b.data.len(), "matmul: rhs too small");
     // SAFETY: the asserts above bound every index gemm touches inside the three slices;
@@ -81,7 +101,16 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i as f32).sin()).collect(); // b stored transposed (n x k)
         let mut c = vec![1.0f32; m * n];
-        matmul(m, n, k, &mut c, n, true, MatRef::rows(&a, k), MatRef::transposed(&bt, k));
+        matmul(
+            m,
+            n,
+            k,
+            &mut c,
+            n,
+            true,
+            MatRef::rows(&a, k),
+            MatRef::transposed(&bt, k),
+        );
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>();

@@ -21,10 +21,14 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::ModelKind;
 use crate::data::{CLASSES, SIDE};
-use crate::layers::{batchnorm::BatchNorm, conv::Conv3x3, dropout, linear::Linear, pool::MaxPool2, relu};
+use crate::layers::{
+    batchnorm::BatchNorm, conv::Conv3x3, dropout, linear::Linear, pool::MaxPool2, relu,
+};
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamInfo, ParamKind, ParamStore};
-use crate::precision::{round, round_counting, round_counting_par, round_par, HalfFormat, Underflow};
+use crate::precision::{
+    round, round_counting, round_counting_par, round_par, HalfFormat, Underflow,
+};
 
 /// RNG stream used for weight initialisation.
 const INIT_STREAM: u64 = 0;
@@ -74,18 +78,35 @@ impl ConvBlock {
         }
     }
 
-    fn forward(&mut self, par: &Par, w: &[f32], x: &[f32], n: usize, train: bool, fmt: Option<HalfFormat>) {
+    fn forward(
+        &mut self,
+        par: &Par,
+        w: &[f32],
+        x: &[f32],
+        n: usize,
+        train: bool,
+        fmt: Option<HalfFormat>,
+    ) {
         let ol = self.conv.out_len();
         let rows = n * self.conv.h * self.conv.w;
         self.c.resize(n * ol, 0.0);
-        self.conv.forward(par, x, n, &w[self.w.clone()], &w[self.b.clone()], &mut self.c);
+        self.conv.forward(
+            par,
+            x,
+            n,
+            &w[self.w.clone()],
+            &w[self.b.clone()],
+            &mut self.c,
+        );
         round_par(par, fmt, &mut self.c);
         self.a.resize(n * ol, 0.0);
         let (g, bt) = (&w[self.gamma.clone()], &w[self.beta.clone()]);
         if train {
-            self.bn.forward_train(par, &self.c, rows, g, bt, &mut self.a, true);
+            self.bn
+                .forward_train(par, &self.c, rows, g, bt, &mut self.a, true);
         } else {
-            self.bn.forward_eval(par, &self.c, rows, g, bt, &mut self.a, true);
+            self.bn
+                .forward_eval(par, &self.c, rows, g, bt, &mut self.a, true);
         }
         // relu(round(v)) == round(relu(v)), so rounding the fused output is exact emulation
         round_par(par, fmt, &mut self.a);
@@ -121,7 +142,16 @@ impl ConvBlock {
         }
         {
             let (dg, db) = two_mut(grads, self.gamma.clone(), self.beta.clone());
-            self.bn.backward(par, &self.c, Some(&self.a), cur, rows, &w[self.gamma.clone()], dg, db);
+            self.bn.backward(
+                par,
+                &self.c,
+                Some(&self.a),
+                cur,
+                rows,
+                &w[self.gamma.clone()],
+                dg,
+                db,
+            );
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
         }
@@ -130,11 +160,13 @@ impl ConvBlock {
         let (dw, db) = two_mut(grads, self.w.clone(), self.b.clone());
         if want_dx {
             spare.resize(n * self.conv.in_len(), 0.0);
-            self.conv.backward(par, x, cur, n, &w[self.w.clone()], dw, db, Some(spare));
+            self.conv
+                .backward(par, x, cur, n, &w[self.w.clone()], dw, db, Some(spare));
             u.add(round_counting_par(par, fmt, spare));
             std::mem::swap(cur, spare);
         } else {
-            self.conv.backward(par, x, cur, n, &w[self.w.clone()], dw, db, None);
+            self.conv
+                .backward(par, x, cur, n, &w[self.w.clone()], dw, db, None);
         }
         u.add(round_counting(fmt, dw));
         u.add(round_counting(fmt, db));
@@ -208,15 +240,41 @@ impl Model {
         rng.set_stream(INIT_STREAM);
         let mut pb = ParamBuilder::default();
         // (side, cin, cout, pooled)
-        let spec = [(SIDE, 1, 16, true), (SIDE / 2, 16, 32, true), (SIDE / 4, 32, 48, false), (SIDE / 4, 48, 48, false), (SIDE / 4, 48, 32, true)];
+        let spec = [
+            (SIDE, 1, 16, true),
+            (SIDE / 2, 16, 32, true),
+            (SIDE / 4, 32, 48, false),
+            (SIDE / 4, 48, 48, false),
+            (SIDE / 4, 48, 32, true),
+        ];
         let mut conv_ids = Vec::new();
         for (i, &(side, cin, cout, _)) in spec.iter().enumerate() {
             let conv = Conv3x3::new(side, side, cin, cout);
             let std = (2.0 / conv.k() as f64).sqrt();
-            let w = pb.add(&format!("conv{}.weight", i + 1), ParamKind::Weight, conv.weight_shape(), normal_vec(&mut rng, conv.k() * cout, std));
-            let b = pb.add(&format!("conv{}.bias", i + 1), ParamKind::Bias, vec![cout], vec![0.0; cout]);
-            let g = pb.add(&format!("bn{}.gamma", i + 1), ParamKind::Bn, vec![cout], vec![1.0; cout]);
-            let bt = pb.add(&format!("bn{}.beta", i + 1), ParamKind::Bn, vec![cout], vec![0.0; cout]);
+            let w = pb.add(
+                &format!("conv{}.weight", i + 1),
+                ParamKind::Weight,
+                conv.weight_shape(),
+                normal_vec(&mut rng, conv.k() * cout, std),
+            );
+            let b = pb.add(
+                &format!("conv{}.bias", i + 1),
+                ParamKind::Bias,
+                vec![cout],
+                vec![0.0; cout],
+            );
+            let g = pb.add(
+                &format!("bn{}.gamma", i + 1),
+                ParamKind::Bn,
+                vec![cout],
+                vec![1.0; cout],
+            );
+            let bt = pb.add(
+                &format!("bn{}.beta", i + 1),
+                ParamKind::Bn,
+                vec![cout],
+                vec![0.0; cout],
+            );
             conv_ids.push((conv, w, b, g, bt));
         }
         let c5 = spec[4].2;
@@ -230,8 +288,18 @@ impl Model {
         let mut fc_ids = Vec::new();
         for (i, &(inp, out)) in dims.iter().enumerate() {
             let std = (2.0 / inp as f64).sqrt();
-            let w = pb.add(&format!("fc{}.weight", i + 6), ParamKind::Weight, vec![inp, out], normal_vec(&mut rng, inp * out, std));
-            let b = pb.add(&format!("fc{}.bias", i + 6), ParamKind::Bias, vec![out], vec![0.0; out]);
+            let w = pb.add(
+                &format!("fc{}.weight", i + 6),
+                ParamKind::Weight,
+                vec![inp, out],
+                normal_vec(&mut rng, inp * out, std),
+            );
+            let b = pb.add(
+                &format!("fc{}.bias", i + 6),
+                ParamKind::Bias,
+                vec![out],
+                vec![0.0; out],
+            );
             fc_ids.push((Linear::new(inp, out), w, b));
         }
         let params = pb.build();
@@ -253,7 +321,14 @@ impl Model {
             })
             .collect();
         let bn_pool5 = bnp.map(|(g, b)| (BatchNorm::new(c5), params.slot(g), params.slot(b)));
-        let fc: Vec<Dense> = fc_ids.into_iter().map(|(lin, w, b)| Dense { lin, w: params.slot(w), b: params.slot(b) }).collect();
+        let fc: Vec<Dense> = fc_ids
+            .into_iter()
+            .map(|(lin, w, b)| Dense {
+                lin,
+                w: params.slot(w),
+                b: params.slot(b),
+            })
+            .collect();
         let fc: [Dense; 3] = match fc.try_into() {
             Ok(f) => f,
             Err(_) => unreachable!("three dense layers are built above"),
@@ -281,6 +356,16 @@ impl Model {
         self.dropout = p;
     }
 
+    /// Makes every batch norm sum its statistics through `sync` (synchronised BN across ranks).
+    pub fn set_bn_sync(&mut self, sync: std::sync::Arc<dyn crate::layers::batchnorm::StatSync>) {
+        for b in &mut self.blocks {
+            b.bn.set_sync(sync.clone());
+        }
+        if let Some((bn, _, _)) = &mut self.bn_pool5 {
+            bn.set_sync(sync);
+        }
+    }
+
     /// Parameter inventory (name, kind, shape, bytes) in backward order.
     pub fn inventory(&self) -> &[ParamInfo] {
         self.params.inventory()
@@ -305,7 +390,14 @@ impl Model {
 
     /// Forward pass of `n` samples of `x`; `dropout_rng = Some` means training mode
     /// (batch statistics, running-stat updates, dropout). Returns the logits `[n, 10]`.
-    pub fn forward(&mut self, par: &Par, x: &[f32], n: usize, dropout_rng: Option<&mut ChaCha8Rng>, fmt: Option<HalfFormat>) -> &[f32] {
+    pub fn forward(
+        &mut self,
+        par: &Par,
+        x: &[f32],
+        n: usize,
+        dropout_rng: Option<&mut ChaCha8Rng>,
+        fmt: Option<HalfFormat>,
+    ) -> &[f32] {
         let train = dropout_rng.is_some();
         self.n = n;
         self.trained_forward = train;
@@ -327,9 +419,25 @@ impl Model {
                 let rows = pool5.len() / bn.c;
                 self.bn5_out.resize(pool5.len(), 0.0);
                 if train {
-                    bn.forward_train(par, pool5, rows, &w[g.clone()], &w[b.clone()], &mut self.bn5_out, false);
+                    bn.forward_train(
+                        par,
+                        pool5,
+                        rows,
+                        &w[g.clone()],
+                        &w[b.clone()],
+                        &mut self.bn5_out,
+                        false,
+                    );
                 } else {
-                    bn.forward_eval(par, pool5, rows, &w[g.clone()], &w[b.clone()], &mut self.bn5_out, false);
+                    bn.forward_eval(
+                        par,
+                        pool5,
+                        rows,
+                        &w[g.clone()],
+                        &w[b.clone()],
+                        &mut self.bn5_out,
+                        false,
+                    );
                 }
                 round_par(par, fmt, &mut self.bn5_out);
                 &self.bn5_out
@@ -342,7 +450,8 @@ impl Model {
             let out = &mut self.fc_out[i];
             out.resize(n * d.lin.out, 0.0);
             let xin: &[f32] = if i == 0 { feat } else { &self.hid[i - 1] };
-            d.lin.forward(par, xin, n, &w[d.w.clone()], &w[d.b.clone()], out);
+            d.lin
+                .forward(par, xin, n, &w[d.w.clone()], &w[d.b.clone()], out);
             round(fmt, out);
             if i < 2 {
                 let h = &mut self.hid[i];
@@ -365,9 +474,23 @@ impl Model {
     }
 
     /// [`Model::backward`], calling `ready` as soon as each layer's gradients are final.
-    pub fn backward_announcing(&mut self, par: &Par, dlogits: &[f32], fmt: Option<HalfFormat>, ready: &mut GradReady<'_>) -> Underflow {
-        let starts: Vec<usize> = self.params.ranges_backward().iter().map(|r| r.start).collect();
-        let mut ready = Announcer { starts: &starts, ready };
+    pub fn backward_announcing(
+        &mut self,
+        par: &Par,
+        dlogits: &[f32],
+        fmt: Option<HalfFormat>,
+        ready: &mut GradReady<'_>,
+    ) -> Underflow {
+        let starts: Vec<usize> = self
+            .params
+            .ranges_backward()
+            .iter()
+            .map(|r| r.start)
+            .collect();
+        let mut ready = Announcer {
+            starts: &starts,
+            ready,
+        };
         let n = self.n;
         let mut u = Underflow::default();
         let train = self.trained_forward;
@@ -382,13 +505,18 @@ impl Model {
             (&params.compute, &mut params.grads)
         };
         let pool5 = self.blocks[self.blocks.len() - 1].out();
-        let feat: &[f32] = if self.bn_pool5.is_some() { &self.bn5_out } else { pool5 };
+        let feat: &[f32] = if self.bn_pool5.is_some() {
+            &self.bn5_out
+        } else {
+            pool5
+        };
         for i in (0..3).rev() {
             let d = &self.fc[i];
             let xin: &[f32] = if i == 0 { feat } else { &self.hid[i - 1] };
             spare.resize(n * d.lin.inp, 0.0);
             let (dw, db) = two_mut(grads, d.w.clone(), d.b.clone());
-            d.lin.backward(par, xin, &cur, n, &w[d.w.clone()], dw, db, Some(&mut spare));
+            d.lin
+                .backward(par, xin, &cur, n, &w[d.w.clone()], dw, db, Some(&mut spare));
             u.add(round_counting(fmt, dw));
             u.add(round_counting(fmt, db));
             u.add(round_counting(fmt, &mut spare));
@@ -412,8 +540,24 @@ impl Model {
             u.add(round_counting(fmt, &mut cur));
         }
         for i in (0..self.blocks.len()).rev() {
-            let xin: &[f32] = if i == 0 { &self.input } else { self.blocks[i - 1].out() };
-            self.blocks[i].backward(par, w, grads, xin, n, &mut cur, &mut spare, i > 0, fmt, &mut u, &mut ready);
+            let xin: &[f32] = if i == 0 {
+                &self.input
+            } else {
+                self.blocks[i - 1].out()
+            };
+            self.blocks[i].backward(
+                par,
+                w,
+                grads,
+                xin,
+                n,
+                &mut cur,
+                &mut spare,
+                i > 0,
+                fmt,
+                &mut u,
+                &mut ready,
+            );
         }
         self.g_cur = cur;
         self.g_spare = spare;
@@ -422,7 +566,11 @@ impl Model {
 
     /// Mutable batch-norm running statistics (mean, var) of every BN layer, in forward order.
     pub fn bn_running_stats_mut(&mut self) -> Vec<(&mut Vec<f32>, &mut Vec<f32>)> {
-        let mut v: Vec<_> = self.blocks.iter_mut().map(|b| (&mut b.bn.running_mean, &mut b.bn.running_var)).collect();
+        let mut v: Vec<_> = self
+            .blocks
+            .iter_mut()
+            .map(|b| (&mut b.bn.running_mean, &mut b.bn.running_var))
+            .collect();
         if let Some((bn, _, _)) = &mut self.bn_pool5 {
             v.push((&mut bn.running_mean, &mut bn.running_var));
         }
@@ -431,7 +579,11 @@ impl Model {
 
     /// Batch-norm running statistics (mean, var) of every BN layer, in forward order.
     pub fn bn_running_stats(&self) -> Vec<(&[f32], &[f32])> {
-        let mut v: Vec<_> = self.blocks.iter().map(|b| (&b.bn.running_mean[..], &b.bn.running_var[..])).collect();
+        let mut v: Vec<_> = self
+            .blocks
+            .iter()
+            .map(|b| (&b.bn.running_mean[..], &b.bn.running_var[..]))
+            .collect();
         if let Some((bn, _, _)) = &self.bn_pool5 {
             v.push((&bn.running_mean[..], &bn.running_var[..]));
         }
@@ -477,7 +629,12 @@ mod tests {
         m.backward_announcing(&par, &d, None, &mut |idx, g| seen.push((idx, g.to_vec())));
         let mut next = 0;
         for (idx, _) in &seen {
-            assert_eq!(idx.start, next, "announcements skip or repeat: {:?}", seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+            assert_eq!(
+                idx.start,
+                next,
+                "announcements skip or repeat: {:?}",
+                seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>()
+            );
             assert!(idx.end > idx.start);
             next = idx.end;
         }
@@ -485,7 +642,11 @@ mod tests {
         let ranges = m.params.ranges_backward();
         for (idx, announced) in &seen {
             let flat = ranges[idx.start].start..ranges[idx.end - 1].end;
-            assert_eq!(&m.params.grads[flat], &announced[..], "a gradient changed after it was announced");
+            assert_eq!(
+                &m.params.grads[flat],
+                &announced[..],
+                "a gradient changed after it was announced"
+            );
         }
     }
 
@@ -513,7 +674,10 @@ mod tests {
         let mut checked = 0;
         for (info, r) in inv.iter().zip(ranges) {
             // the largest-gradient entry of each tensor is checked: its FD signal is well above f32 noise
-            let i = r.clone().max_by(|&a, &b| grads[a].abs().total_cmp(&grads[b].abs())).unwrap_or(r.start);
+            let i = r
+                .clone()
+                .max_by(|&a, &b| grads[a].abs().total_cmp(&grads[b].abs()))
+                .unwrap_or(r.start);
             if grads[i].abs() < 1e-4 {
                 continue;
             }
@@ -527,7 +691,12 @@ mod tests {
             m.params.values[i] = orig;
             let num = (lp - lm) / (2.0 * eps as f64);
             let rel = (num - grads[i] as f64).abs() / num.abs().max(1e-3);
-            assert!(rel < 5e-2, "{}: analytic {} numeric {num} (rel {rel:.3e})", info.name, grads[i]);
+            assert!(
+                rel < 5e-2,
+                "{}: analytic {} numeric {num} (rel {rel:.3e})",
+                info.name,
+                grads[i]
+            );
             checked += 1;
         }
         assert!(checked > 20, "only {checked} tensors checked");
@@ -543,12 +712,21 @@ mod tests {
                 mask.iter_mut().for_each(|v| *v = 1.0);
             }
             let w = self.params.forward_values().to_vec();
-            let feat: Vec<f32> = if self.bn_pool5.is_some() { self.bn5_out.clone() } else { self.blocks[4].out().to_vec() };
+            let feat: Vec<f32> = if self.bn_pool5.is_some() {
+                self.bn5_out.clone()
+            } else {
+                self.blocks[4].out().to_vec()
+            };
             for i in 0..3 {
                 let d = &self.fc[i];
-                let xin: Vec<f32> = if i == 0 { feat.clone() } else { self.hid[i - 1].clone() };
+                let xin: Vec<f32> = if i == 0 {
+                    feat.clone()
+                } else {
+                    self.hid[i - 1].clone()
+                };
                 let out = &mut self.fc_out[i];
-                d.lin.forward(par, &xin, n, &w[d.w.clone()], &w[d.b.clone()], out);
+                d.lin
+                    .forward(par, &xin, n, &w[d.w.clone()], &w[d.b.clone()], out);
                 if i < 2 {
                     relu::forward(&self.fc_out[i], &mut self.hid[i]);
                 }

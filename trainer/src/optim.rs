@@ -29,7 +29,10 @@ pub struct Optimizer {
 
 /// L2 norm accumulated in f64.
 fn norm(x: &[f32]) -> f64 {
-    x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+    x.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 impl Optimizer {
@@ -38,7 +41,10 @@ impl Optimizer {
         let slots: Vec<Slot> = inventory
             .iter()
             .zip(ranges)
-            .map(|(info, r)| Slot { range: r.clone(), excluded: info.kind != ParamKind::Weight && !cfg.decay_bias_and_bn })
+            .map(|(info, r)| Slot {
+                range: r.clone(),
+                excluded: info.kind != ParamKind::Weight && !cfg.decay_bias_and_bn,
+            })
             .collect();
         let total = ranges.iter().map(|r| r.end).max().unwrap_or(0);
         Optimizer {
@@ -86,7 +92,11 @@ impl Optimizer {
             let w = &mut params.values[r.clone()];
             let g = &params.grads[r.clone()];
             let v = &mut self.velocity[r];
-            let wd = if slot.excluded { 0.0 } else { self.weight_decay };
+            let wd = if slot.excluded {
+                0.0
+            } else {
+                self.weight_decay
+            };
             match self.kind {
                 OptimizerKind::Sgd => {
                     // PyTorch SGD: v = m v + (g + wd w); w -= lr * (nesterov ? g' + m v : v)
@@ -100,7 +110,11 @@ impl Optimizer {
                 }
                 OptimizerKind::Lars => {
                     // LARS: v = m v + lr * local_lr * (g + wd w); w -= v (nesterov: w -= m v + step)
-                    let local = if slot.excluded { 1.0 } else { Self::lars_trust_ratio(self.eta, wd as f64, self.eps, norm(w), norm(g)) };
+                    let local = if slot.excluded {
+                        1.0
+                    } else {
+                        Self::lars_trust_ratio(self.eta, wd as f64, self.eps, norm(w), norm(g))
+                    };
                     let k = (lr * local) as f32;
                     for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
                         let d = k * (g + wd * *w);

@@ -13,7 +13,9 @@ pub struct Par {
 impl Par {
     /// Uses `threads` threads (at least one).
     pub fn new(threads: usize) -> Par {
-        Par { threads: threads.max(1) }
+        Par {
+            threads: threads.max(1),
+        }
     }
 
     /// Number of threads.
@@ -89,7 +91,12 @@ impl Par {
         let ranges = self.ranges(n);
         let p1 = split_mut(out1, &ranges, stride1);
         let p2 = split_mut(out2, &ranges, stride2);
-        let items: Vec<_> = ranges.into_iter().zip(p1).zip(p2).map(|((r, a), b)| (r, a, b)).collect();
+        let items: Vec<_> = ranges
+            .into_iter()
+            .zip(p1)
+            .zip(p2)
+            .map(|((r, a), b)| (r, a, b))
+            .collect();
         self.run(items, |(r, a, b)| f(r, a, b))
     }
 
@@ -100,7 +107,11 @@ impl Par {
 }
 
 /// Cuts `s` into consecutive pieces of `range.len() * stride` elements.
-pub fn split_mut<'a, T>(mut s: &'a mut [T], ranges: &[Range<usize>], stride: usize) -> Vec<&'a mut [T]> {
+pub fn split_mut<'a, T>(
+    mut s: &'a mut [T],
+    ranges: &[Range<usize>],
+    stride: usize,
+) -> Vec<&'a mut [T]> {
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
         let len = (r.len() * stride).min(s.len());

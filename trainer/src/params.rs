@@ -45,10 +45,22 @@ pub struct ParamBuilder {
 
 impl ParamBuilder {
     /// Registers a parameter with its initial values.
-    pub fn add(&mut self, name: &str, kind: ParamKind, shape: Vec<usize>, init: Vec<f32>) -> ParamId {
+    pub fn add(
+        &mut self,
+        name: &str,
+        kind: ParamKind,
+        shape: Vec<usize>,
+        init: Vec<f32>,
+    ) -> ParamId {
         let numel = init.len();
         debug_assert_eq!(numel, shape.iter().product::<usize>());
-        let info = ParamInfo { name: name.to_string(), kind, shape, numel, bytes: 4 * numel as u64 };
+        let info = ParamInfo {
+            name: name.to_string(),
+            kind,
+            shape,
+            numel,
+            bytes: 4 * numel as u64,
+        };
         self.entries.push((info, init));
         ParamId(self.entries.len() - 1)
     }
@@ -65,7 +77,13 @@ impl ParamBuilder {
             values.extend_from_slice(&init);
             infos.push(info);
         }
-        ParamStore { infos, slots, grads: vec![0.0; total], compute: Vec::new(), values }
+        ParamStore {
+            infos,
+            slots,
+            grads: vec![0.0; total],
+            compute: Vec::new(),
+            values,
+        }
     }
 }
 
@@ -117,7 +135,10 @@ impl ParamStore {
 
 /// Two disjoint mutable sub-slices of `buf`.
 pub fn two_mut(buf: &mut [f32], a: Range<usize>, b: Range<usize>) -> (&mut [f32], &mut [f32]) {
-    assert!(a.end <= b.start || b.end <= a.start, "two_mut: overlapping ranges");
+    assert!(
+        a.end <= b.start || b.end <= a.start,
+        "two_mut: overlapping ranges"
+    );
     if a.start < b.start {
         let (lo, hi) = buf.split_at_mut(b.start);
         (&mut lo[a], &mut hi[..b.end - b.start])

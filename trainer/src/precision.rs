@@ -1,8 +1,8 @@
 //! Emulation of half-precision storage: values are computed in f32 and rounded to IEEE
 //! half (or bfloat16) wherever a GPU would store a half tensor.
 
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::config::Precision;
 use crate::parallel::Par;
@@ -188,7 +188,9 @@ mod tests {
         assert_eq!(r16(1.0 + 3.0 * 2.0f32.powi(-11)), 1.0 + 2.0f32.powi(-9)); // tie -> even (up)
         assert!(r16(f32::NAN).is_nan());
         // the slice path agrees with the scalar conversion on a sweep of magnitudes
-        let vals: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.37).sin() * 10f32.powi(i % 14 - 9)).collect();
+        let vals: Vec<f32> = (0..2000)
+            .map(|i| (i as f32 * 0.37).sin() * 10f32.powi(i % 14 - 9))
+            .collect();
         let mut got = vals.clone();
         round_f16(&mut got);
         for (v, g) in vals.iter().zip(&got) {
@@ -206,7 +208,10 @@ mod tests {
             let v = f32::from_bits(s);
             let want = half::bf16::from_f32(v).to_f32();
             let got = bf16_round(v);
-            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{v:e}");
+            assert!(
+                want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                "{v:e}"
+            );
         }
         assert_eq!(bf16_round(f32::MAX), f32::INFINITY);
         assert_eq!(bf16_round(1.0 + 2.0f32.powi(-8)), 1.0);
@@ -216,7 +221,13 @@ mod tests {
     fn underflow_is_counted() {
         let mut x = vec![1.0, 1e-9, 0.0, -1e-9, 3e-5, f32::INFINITY];
         let u = round_counting(Some(HalfFormat::F16), &mut x);
-        assert_eq!(u, Underflow { nonzero: 5, flushed: 2 });
+        assert_eq!(
+            u,
+            Underflow {
+                nonzero: 5,
+                flushed: 2
+            }
+        );
         assert!(!all_finite(&x));
         assert!(all_finite(&[1.0, -2.0, 0.0]));
         assert!(!all_finite(&[f32::NAN]));

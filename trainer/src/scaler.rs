@@ -14,11 +14,23 @@ impl LossScaler {
     /// The scaler for `cfg` in `precision` (fp32 always uses a fixed scale of 1).
     pub fn new(cfg: LossScale, precision: Precision) -> Self {
         if precision == Precision::Fp32 {
-            return LossScaler { scale: 1.0, dynamic: None };
+            return LossScaler {
+                scale: 1.0,
+                dynamic: None,
+            };
         }
         match cfg {
-            LossScale::Static { factor } => LossScaler { scale: factor, dynamic: None },
-            LossScale::Dynamic { init, growth_interval } => LossScaler { scale: init, dynamic: Some((growth_interval.max(1), 0)) },
+            LossScale::Static { factor } => LossScaler {
+                scale: factor,
+                dynamic: None,
+            },
+            LossScale::Dynamic {
+                init,
+                growth_interval,
+            } => LossScaler {
+                scale: init,
+                dynamic: Some((growth_interval.max(1), 0)),
+            },
         }
     }
 
@@ -56,7 +68,13 @@ mod tests {
 
     #[test]
     fn dynamic_scale_halves_and_grows() {
-        let mut s = LossScaler::new(LossScale::Dynamic { init: 1024.0, growth_interval: 2 }, Precision::Fp16);
+        let mut s = LossScaler::new(
+            LossScale::Dynamic {
+                init: 1024.0,
+                growth_interval: 2,
+            },
+            Precision::Fp16,
+        );
         s.update(false);
         assert_eq!(s.scale(), 512.0);
         s.update(true);

@@ -11,10 +11,22 @@ pub struct LrSchedule {
 
 impl LrSchedule {
     /// `warmup_epochs` (fractional) is converted to whole steps, rounding to nearest.
-    pub fn new(peak: f64, warmup_epochs: f64, steps_per_epoch: u64, epochs: u64, power: f64) -> Self {
+    pub fn new(
+        peak: f64,
+        warmup_epochs: f64,
+        steps_per_epoch: u64,
+        epochs: u64,
+        power: f64,
+    ) -> Self {
         let total_steps = (steps_per_epoch * epochs).max(1);
-        let warmup_steps = ((warmup_epochs * steps_per_epoch as f64).round().max(0.0) as u64).min(total_steps);
-        LrSchedule { peak, warmup_steps, total_steps, power }
+        let warmup_steps =
+            ((warmup_epochs * steps_per_epoch as f64).round().max(0.0) as u64).min(total_steps);
+        LrSchedule {
+            peak,
+            warmup_steps,
+            total_steps,
+            power,
+        }
     }
 
     /// Number of warmup steps.

@@ -56,7 +56,10 @@ impl StepState {
         let fmt = cfg.precision.half_format();
         let weights_in_half = cfg.precision.weights_in_half();
         let mut model = Model::new(cfg.model, cfg.bn5, cfg.seed);
-        round(if weights_in_half { fmt } else { None }, &mut model.params.values);
+        round(
+            if weights_in_half { fmt } else { None },
+            &mut model.params.values,
+        );
         let ranges = model.params.ranges_backward();
         let bucket_ranges = gradient_buckets(&model, &ranges, cfg);
         let opt = Optimizer::new(cfg, model.inventory(), &ranges);
@@ -76,7 +79,14 @@ impl StepState {
     }
 
     /// The state to save after `epochs_done` epochs and `step` steps (see [`crate::checkpoint`]).
-    pub fn checkpoint(&self, cfg: &TrainConfig, epochs_done: u32, step: u64, reports: &[EpochReport], elapsed_secs: f64) -> Checkpoint {
+    pub fn checkpoint(
+        &self,
+        cfg: &TrainConfig,
+        epochs_done: u32,
+        step: u64,
+        reports: &[EpochReport],
+        elapsed_secs: f64,
+    ) -> Checkpoint {
         Checkpoint {
             format: crate::checkpoint::FORMAT,
             config: crate::checkpoint::identity(cfg),
@@ -84,7 +94,12 @@ impl StepState {
             step,
             values: self.model.params.values.clone(),
             velocity: self.opt.velocity().to_vec(),
-            bn_running: self.model.bn_running_stats().into_iter().map(|(m, v)| (m.to_vec(), v.to_vec())).collect(),
+            bn_running: self
+                .model
+                .bn_running_stats()
+                .into_iter()
+                .map(|(m, v)| (m.to_vec(), v.to_vec()))
+                .collect(),
             scaler: self.scaler.clone(),
             dropout_rng: self.dropout_rng.clone(),
             reports: reports.to_vec(),
@@ -94,7 +109,8 @@ impl StepState {
 
     /// Continues from a checkpoint of the same configuration.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<(), TrainError> {
-        let mismatch = |what: &str| TrainError::Internal(format!("checkpoint {what} does not fit the model"));
+        let mismatch =
+            |what: &str| TrainError::Internal(format!("checkpoint {what} does not fit the model"));
         if ckpt.values.len() != self.model.params.values.len() {
             return Err(mismatch("weights"));
         }
@@ -135,16 +151,29 @@ impl StepState {
     /// Trains on `n` images with learning rate `lr`, adding gradient underflow counts to
     /// `underflow`. A non-finite loss returns at once with nothing applied; overflowing
     /// gradients skip the update. The loss scaler is updated either way.
-    pub fn step(&mut self, images: &[f32], labels: &[u8], n: usize, lr: f64, underflow: &mut Underflow) -> StepOutcome {
+    pub fn step(
+        &mut self,
+        images: &[f32],
+        labels: &[u8],
+        n: usize,
+        lr: f64,
+        underflow: &mut Underflow,
+    ) -> StepOutcome {
         let (fmt, weights_in_half) = (self.fmt, self.weights_in_half);
         self.model.prepare_compute_weights(fmt, weights_in_half);
         let scale = self.scaler.scale();
-        let logits = self.model.forward(&self.par, images, n, Some(&mut self.dropout_rng), fmt);
+        let logits = self
+            .model
+            .forward(&self.par, images, n, Some(&mut self.dropout_rng), fmt);
         self.dlogits.resize(n * CLASSES, 0.0);
         // the loss gradient carries the loss scale (1 in fp32); the loss itself does not
-        let (loss, _) = softmax_cross_entropy(logits, labels, CLASSES, scale as f32, &mut self.dlogits);
+        let (loss, _) =
+            softmax_cross_entropy(logits, labels, CLASSES, scale as f32, &mut self.dlogits);
         if !loss.is_finite() {
-            return StepOutcome { loss, applied: false };
+            return StepOutcome {
+                loss,
+                applied: false,
+            };
         }
         underflow.add(round_counting(fmt, &mut self.dlogits));
         underflow.add(self.model.backward(&self.par, &self.dlogits, fmt));
@@ -163,14 +192,25 @@ impl StepState {
             tracing::debug!(scale, "non-finite gradient: step skipped");
         }
         self.scaler.update(finite);
-        StepOutcome { loss, applied: finite }
+        StepOutcome {
+            loss,
+            applied: finite,
+        }
     }
 }
 
 /// Flat-buffer ranges of the fusion buckets, planned on the gradient size each tensor would
 /// have on the wire (f32, or 16 bits in the half modes).
-fn gradient_buckets(model: &Model, ranges: &[Range<usize>], cfg: &TrainConfig) -> Vec<Range<usize>> {
-    let sizes: Vec<u64> = model.inventory().iter().map(|p| p.numel as u64 * cfg.precision.grad_bytes()).collect();
+fn gradient_buckets(
+    model: &Model,
+    ranges: &[Range<usize>],
+    cfg: &TrainConfig,
+) -> Vec<Range<usize>> {
+    let sizes: Vec<u64> = model
+        .inventory()
+        .iter()
+        .map(|p| p.numel as u64 * cfg.precision.grad_bytes())
+        .collect();
     plan_buckets(&sizes, cfg.fusion_threshold_bytes)
         .into_iter()
         .map(|b| ranges[b.start].start..ranges[b.end - 1].end)

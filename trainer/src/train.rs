@@ -22,14 +22,23 @@ const EVAL_BATCH: usize = 1000;
 const MIN_LOSS_SCALE: f64 = 1e-4;
 
 /// Trains per `cfg`, calling `on_epoch` after each epoch's evaluation; returns the outcome.
-pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    cfg: &TrainConfig,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainOutcome, TrainError> {
     cfg.validate()?;
     let t_start = Instant::now();
     let data = Dataset::load_cached(&cfg.data_dir)?;
     let mut state = StepState::new(cfg);
     let allreduce_calls_per_step = state.allreduce_calls();
     let steps_per_epoch = cfg.steps_per_epoch();
-    let schedule = LrSchedule::new(cfg.peak_lr, cfg.warmup_epochs, steps_per_epoch as u64, cfg.epochs as u64, cfg.poly_power);
+    let schedule = LrSchedule::new(
+        cfg.peak_lr,
+        cfg.warmup_epochs,
+        steps_per_epoch as u64,
+        cfg.epochs as u64,
+        cfg.poly_power,
+    );
     let resumed = match &cfg.checkpoint {
         Some(path) => checkpoint::load(path, cfg)?,
         None => None,
@@ -37,7 +46,11 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
     let (first_epoch, mut step, mut epochs, elapsed_before) = match &resumed {
         Some(c) => {
             state.restore(c)?;
-            tracing::info!(epochs_done = c.epochs_done, step = c.step, "resuming from the checkpoint");
+            tracing::info!(
+                epochs_done = c.epochs_done,
+                step = c.step,
+                "resuming from the checkpoint"
+            );
             // the epochs done before are reported again, so a reader of a resumed run sees them all
             c.reports.iter().for_each(|r| on_epoch(r));
             (c.epochs_done, c.step, c.reports.clone(), c.elapsed_secs)
@@ -60,7 +73,15 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         warmup_steps = schedule.warmup_steps(),
         "training starts"
     );
-    let mut pipe = Pipeline::start(data.clone(), subset, cfg.batch, cfg.epochs, first_epoch, cfg.augment, cfg.seed)?;
+    let mut pipe = Pipeline::start(
+        data.clone(),
+        subset,
+        cfg.batch,
+        cfg.epochs,
+        first_epoch,
+        cfg.augment,
+        cfg.seed,
+    )?;
 
     let mut diverged = None;
     'epochs: for epoch in first_epoch + 1..=cfg.epochs {
@@ -70,13 +91,24 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         let (mut skipped, mut images) = (0u64, 0usize);
         let mut underflow = Underflow::default();
         for _ in 0..steps_per_epoch {
-            let batch = pipe.next_batch().ok_or_else(|| TrainError::Internal("input pipeline stopped early".into()))?;
+            let batch = pipe
+                .next_batch()
+                .ok_or_else(|| TrainError::Internal("input pipeline stopped early".into()))?;
             let n = batch.len;
-            let out = state.step(&batch.images, &batch.labels, n, schedule.lr(step), &mut underflow);
+            let out = state.step(
+                &batch.images,
+                &batch.labels,
+                n,
+                schedule.lr(step),
+                &mut underflow,
+            );
             pipe.recycle(batch);
             let loss = out.loss;
             if !loss.is_finite() {
-                diverged = Some(format!("non-finite training loss ({loss}) at step {}", step + 1));
+                diverged = Some(format!(
+                    "non-finite training loss ({loss}) at step {}",
+                    step + 1
+                ));
                 break 'epochs;
             }
             if out.applied {
@@ -90,22 +122,44 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
             images += n;
             step += 1;
             if state.scaler.scale() < MIN_LOSS_SCALE {
-                diverged = Some(format!("loss scale collapsed to {:e} at step {step}", state.scaler.scale()));
+                diverged = Some(format!(
+                    "loss scale collapsed to {:e} at step {step}",
+                    state.scaler.scale()
+                ));
                 break 'epochs;
             }
         }
         let train_secs = t_epoch.elapsed().as_secs_f64();
-        if skipped == n_all && !state.scaler.is_dynamic() && state.fmt.is_some() && matches!(cfg.loss_scale, LossScale::Static { .. }) {
+        if skipped == n_all
+            && !state.scaler.is_dynamic()
+            && state.fmt.is_some()
+            && matches!(cfg.loss_scale, LossScale::Static { .. })
+        {
             // a static scale can never recover from overflow: training is not progressing
-            diverged = Some(format!("every step of epoch {epoch} overflowed at static loss scale {}", state.scaler.scale()));
+            diverged = Some(format!(
+                "every step of epoch {epoch} overflowed at static loss scale {}",
+                state.scaler.scale()
+            ));
             break;
         }
-        state.model.prepare_compute_weights(state.fmt, state.weights_in_half);
-        let val_top1 = evaluate(&mut state.model, &state.par, &test_x, &data.test_labels, state.fmt);
+        state
+            .model
+            .prepare_compute_weights(state.fmt, state.weights_in_half);
+        let val_top1 = evaluate(
+            &mut state.model,
+            &state.par,
+            &test_x,
+            &data.test_labels,
+            state.fmt,
+        );
         let report = EpochReport {
             epoch,
             step,
-            train_loss: if n_clean > 0 { loss_clean / n_clean as f64 } else { loss_all / n_all.max(1) as f64 },
+            train_loss: if n_clean > 0 {
+                loss_clean / n_clean as f64
+            } else {
+                loss_all / n_all.max(1) as f64
+            },
             val_top1,
             images_per_sec: images as f64 / train_secs.max(1e-9),
             loss_scale: state.scaler.scale(),
@@ -129,7 +183,10 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
         epochs.push(report.clone());
         if let Some(path) = &cfg.checkpoint {
             // durable before the epoch is reported, so a reported epoch is never trained twice
-            checkpoint::save(path, &state.checkpoint(cfg, epoch, step, &epochs, wall(&t_start)))?;
+            checkpoint::save(
+                path,
+                &state.checkpoint(cfg, epoch, step, &epochs, wall(&t_start)),
+            )?;
         }
         on_epoch(&report);
     }
@@ -139,11 +196,24 @@ pub fn train(cfg: &TrainConfig, on_epoch: &mut dyn FnMut(&EpochReport)) -> Resul
     }
     let final_val_top1 = epochs.last().map_or(0.0, |e: &EpochReport| e.val_top1);
     let best_val_top1 = epochs.iter().map(|e| e.val_top1).fold(0.0, f64::max);
-    Ok(TrainOutcome { epochs, final_val_top1, best_val_top1, diverged, allreduce_calls_per_step, wall_secs: wall(&t_start) })
+    Ok(TrainOutcome {
+        epochs,
+        final_val_top1,
+        best_val_top1,
+        diverged,
+        allreduce_calls_per_step,
+        wall_secs: wall(&t_start),
+    })
 }
 
 /// Top-1 accuracy on the test set with running BN statistics and no dropout.
-fn evaluate(model: &mut Model, par: &Par, test_x: &[f32], labels: &[u8], fmt: Option<HalfFormat>) -> f64 {
+fn evaluate(
+    model: &mut Model,
+    par: &Par,
+    test_x: &[f32],
+    labels: &[u8],
+    fmt: Option<HalfFormat>,
+) -> f64 {
     let mut correct = 0;
     let mut s = 0;
     while s < TEST_IMAGES {

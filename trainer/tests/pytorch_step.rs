@@ -16,17 +16,25 @@ use std::path::{Path, PathBuf};
 const TOL: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_step").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pytorch_step")
+        .join(name)
 }
 
 fn read_f32(name: &str) -> Vec<f32> {
     let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// The generator's uniform [-1, 1) hash of element `j` of tensor `t` (exact integer arithmetic).
 fn hashed(t: u64, j: u64) -> f64 {
-    let u = (j.wrapping_mul(2_654_435_761).wrapping_add(t * 40503 + 12345)) % (1 << 32);
+    let u = (j
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(t * 40503 + 12345))
+        % (1 << 32);
     2.0 * (u as f64 / 4_294_967_296.0) - 1.0
 }
 
@@ -64,25 +72,34 @@ fn worst_error(ours: &[f32], reference: &[f32], floor: f64) -> f64 {
 /// against its float64 run where float32 cannot do better (sums with heavy cancellation, such
 /// as the gradient of conv1 over the constant background pixels).
 fn tolerance(entry: &serde_json::Value, what: &str) -> f64 {
-    let torch_f32 = entry["torch_f32_error"][what].as_f64().expect("torch_f32_error");
+    let torch_f32 = entry["torch_f32_error"][what]
+        .as_f64()
+        .expect("torch_f32_error");
     TOL.max(2.0 * torch_f32)
 }
 
 /// Index of a parameter in the inventory.
 fn t_of(inventory: &[jizhi_trainer::ParamInfo], info: &jizhi_trainer::ParamInfo) -> usize {
-    inventory.iter().position(|p| p.name == info.name).expect("listed")
+    inventory
+        .iter()
+        .position(|p| p.name == info.name)
+        .expect("listed")
 }
 
 fn batch(data: &Dataset, k: usize, n: usize) -> (Vec<f32>, Vec<u8>) {
     let table = normalisation_table();
-    let px = data.train_images[k * n * PIXELS..(k + 1) * n * PIXELS].iter().map(|&v| table[v as usize]).collect();
+    let px = data.train_images[k * n * PIXELS..(k + 1) * n * PIXELS]
+        .iter()
+        .map(|&v| table[v as usize])
+        .collect();
     (px, data.train_labels[k * n..(k + 1) * n].to_vec())
 }
 
 #[test]
 fn two_sgd_steps_match_pytorch() {
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("meta.json")).expect("meta.json")).expect("meta.json is JSON");
+        serde_json::from_str(&std::fs::read_to_string(fixture("meta.json")).expect("meta.json"))
+            .expect("meta.json is JSON");
     let n = meta["batch"].as_u64().expect("batch") as usize;
     let mut cfg = TrainConfig::proxy_default(FASHION_MNIST_DIR);
     cfg.optimizer = OptimizerKind::Sgd;
@@ -97,10 +114,22 @@ fn two_sgd_steps_match_pytorch() {
     let inventory = model.inventory().to_vec();
     let ranges = model.params.ranges_backward();
     let listed = meta["params"].as_array().expect("params");
-    assert_eq!(listed.len(), inventory.len(), "the fixture lists another parameter set");
+    assert_eq!(
+        listed.len(),
+        inventory.len(),
+        "the fixture lists another parameter set"
+    );
     for (t, ((info, range), entry)) in inventory.iter().zip(&ranges).zip(listed).enumerate() {
-        let shape: Vec<usize> = entry["shape"].as_array().expect("shape").iter().map(|v| v.as_u64().expect("dim") as usize).collect();
-        assert_eq!((info.name.as_str(), &info.shape), (entry["name"].as_str().expect("name"), &shape));
+        let shape: Vec<usize> = entry["shape"]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .map(|v| v.as_u64().expect("dim") as usize)
+            .collect();
+        assert_eq!(
+            (info.name.as_str(), &info.shape),
+            (entry["name"].as_str().expect("name"), &shape)
+        );
         for (j, v) in model.params.values[range.clone()].iter_mut().enumerate() {
             *v = initial(t, &info.name, &info.shape, j);
         }
@@ -112,7 +141,12 @@ fn two_sgd_steps_match_pytorch() {
         use rand::SeedableRng;
         rand_chacha::ChaCha8Rng::seed_from_u64(0)
     };
-    let losses: Vec<f64> = meta["losses"].as_array().expect("losses").iter().map(|v| v.as_f64().expect("loss")).collect();
+    let losses: Vec<f64> = meta["losses"]
+        .as_array()
+        .expect("losses")
+        .iter()
+        .map(|v| v.as_f64().expect("loss"))
+        .collect();
     let grads_ref = read_f32("grads1.f32");
     // a thousandth of the network's typical gradient: anything smaller is rounding noise
     let grad_floor = 1e-3 * rms(&grads_ref);
@@ -123,33 +157,72 @@ fn two_sgd_steps_match_pytorch() {
         let mut dlogits = vec![0.0; n * CLASSES];
         let (loss, _) = softmax_cross_entropy(&logits, &labels, CLASSES, 1.0, &mut dlogits);
         let rel = (loss - losses[step]).abs() / losses[step].abs();
-        assert!(rel < TOL, "step {} loss {loss} vs PyTorch {} (rel {rel:.2e})", step + 1, losses[step]);
+        assert!(
+            rel < TOL,
+            "step {} loss {loss} vs PyTorch {} (rel {rel:.2e})",
+            step + 1,
+            losses[step]
+        );
         model.backward(&par, &dlogits, None);
         if step == 0 {
             for (info, range) in inventory.iter().zip(&ranges) {
-                let err = worst_error(&model.params.grads[range.clone()], &grads_ref[range.clone()], grad_floor);
+                let err = worst_error(
+                    &model.params.grads[range.clone()],
+                    &grads_ref[range.clone()],
+                    grad_floor,
+                );
                 let allowed = tolerance(&listed[t_of(&inventory, info)], "grad");
-                report.push(format!("grad {:<16} {err:.2e} (allowed {allowed:.1e})", info.name));
-                assert!(err < allowed, "gradient of {} differs from PyTorch by {err:.2e} (allowed {allowed:.1e})", info.name);
+                report.push(format!(
+                    "grad {:<16} {err:.2e} (allowed {allowed:.1e})",
+                    info.name
+                ));
+                assert!(
+                    err < allowed,
+                    "gradient of {} differs from PyTorch by {err:.2e} (allowed {allowed:.1e})",
+                    info.name
+                );
             }
         }
         opt.step(&mut model.params, lr, None);
     }
     let weights_ref = read_f32("weights2.f32");
     for (info, range) in inventory.iter().zip(&ranges) {
-        let err = worst_error(&model.params.values[range.clone()], &weights_ref[range.clone()], 0.0);
+        let err = worst_error(
+            &model.params.values[range.clone()],
+            &weights_ref[range.clone()],
+            0.0,
+        );
         let allowed = tolerance(&listed[t_of(&inventory, info)], "weight");
-        report.push(format!("weight {:<16} {err:.2e} (allowed {allowed:.1e})", info.name));
-        assert!(err < allowed, "{} after two steps differs from PyTorch by {err:.2e} (allowed {allowed:.1e})", info.name);
+        report.push(format!(
+            "weight {:<16} {err:.2e} (allowed {allowed:.1e})",
+            info.name
+        ));
+        assert!(
+            err < allowed,
+            "{} after two steps differs from PyTorch by {err:.2e} (allowed {allowed:.1e})",
+            info.name
+        );
     }
-    let running = meta["bn_running_after_step2"].as_array().expect("running stats");
+    let running = meta["bn_running_after_step2"]
+        .as_array()
+        .expect("running stats");
     let ours = model.bn_running_stats();
     assert_eq!(ours.len(), running.len());
     for (i, ((mean, var), r)) in ours.iter().zip(running).enumerate() {
-        let f = |k: &str| -> Vec<f32> { r[k].as_array().expect(k).iter().map(|v| v.as_f64().expect("number") as f32).collect() };
+        let f = |k: &str| -> Vec<f32> {
+            r[k].as_array()
+                .expect(k)
+                .iter()
+                .map(|v| v.as_f64().expect("number") as f32)
+                .collect()
+        };
         for (what, got, want) in [("mean", mean, f("mean")), ("var", var, f("var"))] {
             let err = worst_error(got, &want, 0.0);
-            assert!(err < TOL, "BN layer {} running {what} differs from PyTorch by {err:.2e}", i + 1);
+            assert!(
+                err < TOL,
+                "BN layer {} running {what} differs from PyTorch by {err:.2e}",
+                i + 1
+            );
         }
     }
     println!("{}", report.join("\n"));

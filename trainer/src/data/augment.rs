@@ -22,7 +22,11 @@ pub struct Choice {
 impl Choice {
     /// Draws a choice.
     pub fn draw(rng: &mut impl Rng) -> Choice {
-        Choice { dx: rng.random_range(-PAD..=PAD), dy: rng.random_range(-PAD..=PAD), flip: rng.random() }
+        Choice {
+            dx: rng.random_range(-PAD..=PAD),
+            dy: rng.random_range(-PAD..=PAD),
+            flip: rng.random(),
+        }
     }
 }
 
@@ -35,7 +39,11 @@ pub fn apply(src: &[u8], dst: &mut [f32], table: &[f32; 256], c: Choice) {
             let xs = if c.flip { side - 1 - x } else { x } + c.dx;
             let ys = y + c.dy;
             let inside = (0..side).contains(&xs) && (0..side).contains(&ys);
-            let byte = if inside { src[(ys * side + xs) as usize] } else { 0 };
+            let byte = if inside {
+                src[(ys * side + xs) as usize]
+            } else {
+                0
+            };
             dst[(y * side + x) as usize] = table[byte as usize];
         }
     }
@@ -51,17 +59,53 @@ mod tests {
         let table = normalisation_table();
         let src: Vec<u8> = (0..PIXELS).map(|i| (i % 251) as u8 + 1).collect();
         let mut out = vec![0.0; PIXELS];
-        apply(&src, &mut out, &table, Choice { dx: 0, dy: 0, flip: false });
+        apply(
+            &src,
+            &mut out,
+            &table,
+            Choice {
+                dx: 0,
+                dy: 0,
+                flip: false,
+            },
+        );
         assert!(out.iter().zip(&src).all(|(&o, &s)| o == table[s as usize]));
         // shifted right by one: column 27 of the output shows column 28 (outside) = background
-        apply(&src, &mut out, &table, Choice { dx: 1, dy: 0, flip: false });
+        apply(
+            &src,
+            &mut out,
+            &table,
+            Choice {
+                dx: 1,
+                dy: 0,
+                flip: false,
+            },
+        );
         assert_eq!(out[27], table[0]);
         assert_eq!(out[0], table[src[1] as usize]);
         // mirrored: output (0, 0) is source (0, 27)
-        apply(&src, &mut out, &table, Choice { dx: 0, dy: 0, flip: true });
+        apply(
+            &src,
+            &mut out,
+            &table,
+            Choice {
+                dx: 0,
+                dy: 0,
+                flip: true,
+            },
+        );
         assert_eq!(out[0], table[src[27] as usize]);
         // shifted down by two: the first two rows are background
-        apply(&src, &mut out, &table, Choice { dx: 0, dy: -2, flip: false });
+        apply(
+            &src,
+            &mut out,
+            &table,
+            Choice {
+                dx: 0,
+                dy: -2,
+                flip: false,
+            },
+        );
         assert!(out[..2 * SIDE].iter().all(|&v| v == table[0]));
         assert_eq!(out[2 * SIDE], table[src[0] as usize]);
     }

@@ -16,15 +16,23 @@ const MAGIC_LABELS: u32 = 0x0000_0801;
 fn read_gz(path: &Path) -> Result<Vec<u8>, TrainError> {
     let file = std::fs::File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            TrainError::DatasetMissing { path: path.to_path_buf() }
+            TrainError::DatasetMissing {
+                path: path.to_path_buf(),
+            }
         } else {
-            TrainError::Io { path: path.to_path_buf(), source: e }
+            TrainError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
         }
     })?;
     let mut bytes = Vec::new();
     GzDecoder::new(std::io::BufReader::new(file))
         .read_to_end(&mut bytes)
-        .map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+        .map_err(|e| TrainError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
     Ok(bytes)
 }
 
@@ -40,31 +48,58 @@ fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32, TrainError> {
 }
 
 /// Parses an IDX image file already in memory; returns pixels (row-major, one image after another).
-pub fn parse_images(bytes: &[u8], path: &Path, expect_count: usize, rows: usize, cols: usize) -> Result<Vec<u8>, TrainError> {
-    let bad = |reason: String| TrainError::BadDataset { path: path.to_path_buf(), reason };
+pub fn parse_images(
+    bytes: &[u8],
+    path: &Path,
+    expect_count: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<u8>, TrainError> {
+    let bad = |reason: String| TrainError::BadDataset {
+        path: path.to_path_buf(),
+        reason,
+    };
     let magic = be_u32(bytes, 0, path)?;
     if magic != MAGIC_IMAGES {
-        return Err(bad(format!("magic number {magic:#010x}, expected {MAGIC_IMAGES:#010x} (images)")));
+        return Err(bad(format!(
+            "magic number {magic:#010x}, expected {MAGIC_IMAGES:#010x} (images)"
+        )));
     }
     let n = be_u32(bytes, 4, path)? as usize;
     let r = be_u32(bytes, 8, path)? as usize;
     let c = be_u32(bytes, 12, path)? as usize;
     if n != expect_count || r != rows || c != cols {
-        return Err(bad(format!("holds {n} images of {r}x{c}, expected {expect_count} of {rows}x{cols}")));
+        return Err(bad(format!(
+            "holds {n} images of {r}x{c}, expected {expect_count} of {rows}x{cols}"
+        )));
     }
     let body = &bytes[16..];
     if body.len() != n * r * c {
-        return Err(bad(format!("pixel data is {} bytes, expected {}", body.len(), n * r * c)));
+        return Err(bad(format!(
+            "pixel data is {} bytes, expected {}",
+            body.len(),
+            n * r * c
+        )));
     }
     Ok(body.to_vec())
 }
 
 /// Parses an IDX label file already in memory; checks every label is below `classes`.
-pub fn parse_labels(bytes: &[u8], path: &Path, expect_count: usize, classes: u8) -> Result<Vec<u8>, TrainError> {
-    let bad = |reason: String| TrainError::BadDataset { path: path.to_path_buf(), reason };
+pub fn parse_labels(
+    bytes: &[u8],
+    path: &Path,
+    expect_count: usize,
+    classes: u8,
+) -> Result<Vec<u8>, TrainError> {
+    let bad = |reason: String| TrainError::BadDataset {
+        path: path.to_path_buf(),
+        reason,
+    };
     let magic = be_u32(bytes, 0, path)?;
     if magic != MAGIC_LABELS {
-        return Err(bad(format!("magic number {magic:#010x}, expected {MAGIC_LABELS:#010x} (labels)")));
+        return Err(bad(format!(
+            "magic number {magic:#010x}, expected {MAGIC_LABELS:#010x} (labels)"
+        )));
     }
     let n = be_u32(bytes, 4, path)? as usize;
     if n != expect_count {
@@ -72,16 +107,27 @@ pub fn parse_labels(bytes: &[u8], path: &Path, expect_count: usize, classes: u8)
     }
     let body = &bytes[8..];
     if body.len() != n {
-        return Err(bad(format!("label data is {} bytes, expected {n}", body.len())));
+        return Err(bad(format!(
+            "label data is {} bytes, expected {n}",
+            body.len()
+        )));
     }
     if let Some(pos) = body.iter().position(|&l| l >= classes) {
-        return Err(bad(format!("label {} at index {pos} is not below {classes}", body[pos])));
+        return Err(bad(format!(
+            "label {} at index {pos} is not below {classes}",
+            body[pos]
+        )));
     }
     Ok(body.to_vec())
 }
 
 /// Reads a gzip IDX image file from disk.
-pub fn read_images(path: &Path, expect_count: usize, rows: usize, cols: usize) -> Result<Vec<u8>, TrainError> {
+pub fn read_images(
+    path: &Path,
+    expect_count: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<u8>, TrainError> {
     parse_images(&read_gz(path)?, path, expect_count, rows, cols)
 }
 
@@ -99,7 +145,10 @@ mod tests {
         let p = Path::new("x.gz");
         let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
         img.extend([1u8; 8]);
-        assert_eq!(parse_images(&img, p, 2, 2, 2).map(|v| v.len()).ok(), Some(8));
+        assert_eq!(
+            parse_images(&img, p, 2, 2, 2).map(|v| v.len()).ok(),
+            Some(8)
+        );
         assert!(parse_images(&img, p, 3, 2, 2).is_err());
         assert!(parse_images(&img[..20], p, 2, 2, 2).is_err());
         img[3] = 1;

@@ -32,7 +32,12 @@ const TRAIN_LABELS_FILE: &str = "train-labels-idx1-ubyte.gz";
 const TEST_IMAGES_FILE: &str = "t10k-images-idx3-ubyte.gz";
 const TEST_LABELS_FILE: &str = "t10k-labels-idx1-ubyte.gz";
 /// The four files the data folder must hold.
-pub const FILES: [&str; 4] = [TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, TEST_IMAGES_FILE, TEST_LABELS_FILE];
+pub const FILES: [&str; 4] = [
+    TRAIN_IMAGES_FILE,
+    TRAIN_LABELS_FILE,
+    TEST_IMAGES_FILE,
+    TEST_LABELS_FILE,
+];
 
 /// The raw dataset, pixels kept as bytes (normalised when a batch is gathered).
 #[derive(Debug)]
@@ -60,12 +65,18 @@ impl Dataset {
     /// Reads the four IDX files from `dir`, checking magic numbers and sizes.
     pub fn load(dir: &Path) -> Result<Dataset, TrainError> {
         if !dir.is_dir() {
-            return Err(TrainError::DatasetMissing { path: dir.to_path_buf() });
+            return Err(TrainError::DatasetMissing {
+                path: dir.to_path_buf(),
+            });
         }
         let t0 = std::time::Instant::now();
         let ds = Dataset {
             train_images: idx::read_images(&dir.join(TRAIN_IMAGES_FILE), TRAIN_IMAGES, SIDE, SIDE)?,
-            train_labels: idx::read_labels(&dir.join(TRAIN_LABELS_FILE), TRAIN_IMAGES, CLASSES as u8)?,
+            train_labels: idx::read_labels(
+                &dir.join(TRAIN_LABELS_FILE),
+                TRAIN_IMAGES,
+                CLASSES as u8,
+            )?,
             test_images: idx::read_images(&dir.join(TEST_IMAGES_FILE), TEST_IMAGES, SIDE, SIDE)?,
             test_labels: idx::read_labels(&dir.join(TEST_LABELS_FILE), TEST_IMAGES, CLASSES as u8)?,
         };

@@ -71,9 +71,25 @@ impl Pipeline {
         let (recycle, recycled) = mpsc::channel::<(Vec<f32>, Vec<u8>)>();
         let handle = std::thread::Builder::new()
             .name("jizhi-input".into())
-            .spawn(move || produce(&data, subset, batch.max(1), first_epoch..epochs, augment, seed, &tx, &recycled))
+            .spawn(move || {
+                produce(
+                    &data,
+                    subset,
+                    batch.max(1),
+                    first_epoch..epochs,
+                    augment,
+                    seed,
+                    &tx,
+                    &recycled,
+                )
+            })
             .map_err(|e| TrainError::Internal(format!("cannot spawn the input thread: {e}")))?;
-        Ok(Pipeline { rx: Some(rx), recycle, handle: Some(handle), waited: Duration::ZERO })
+        Ok(Pipeline {
+            rx: Some(rx),
+            recycle,
+            handle: Some(handle),
+            waited: Duration::ZERO,
+        })
     }
 
     /// The next batch, or `None` once every epoch has been delivered.
@@ -127,13 +143,19 @@ fn produce(
         if epoch < epochs.start {
             continue;
         }
-        let mut aug_rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(epoch) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut aug_rng = ChaCha8Rng::seed_from_u64(
+            seed ^ (u64::from(epoch) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         aug_rng.set_stream(AUGMENT_STREAM);
         for idx in order.chunks(batch) {
             let (mut images, mut labels) = recycled.try_recv().unwrap_or_default();
             images.resize(idx.len() * PIXELS, 0.0);
             labels.resize(idx.len(), 0);
-            for ((&i, dst), lab) in idx.iter().zip(images.chunks_exact_mut(PIXELS)).zip(labels.iter_mut()) {
+            for ((&i, dst), lab) in idx
+                .iter()
+                .zip(images.chunks_exact_mut(PIXELS))
+                .zip(labels.iter_mut())
+            {
                 let i = i as usize;
                 let src = &data.train_images[i * PIXELS..(i + 1) * PIXELS];
                 if augment {
@@ -145,7 +167,15 @@ fn produce(
                 }
                 *lab = data.train_labels[i];
             }
-            if tx.send(Batch { epoch, len: idx.len(), images, labels }).is_err() {
+            if tx
+                .send(Batch {
+                    epoch,
+                    len: idx.len(),
+                    images,
+                    labels,
+                })
+                .is_err()
+            {
                 return; // consumer stopped (divergence or error)
             }
         }

@@ -1,7 +1,27 @@
 //! Per-channel batch normalisation over `[rows, C]` (rows = N*H*W in NHWC), optionally fused
 //! with the ReLU that follows it (one pass instead of two over the largest tensors).
 
+use std::sync::Arc;
+
 use crate::parallel::{reduce_f64, Par};
+
+/// Sums per-channel batch-norm statistics over the data-parallel ranks that share one batch
+/// (synchronised BN); without it every rank normalises over its local batch, as on P GPUs.
+pub trait StatSync: Send + Sync + std::fmt::Debug {
+    /// Replaces `sums` by its element-wise sum over all ranks and returns the total row count.
+    /// Every rank calls it the same number of times, in the same order, with equal lengths.
+    fn sum(&self, sums: &mut [f64], rows: usize) -> usize;
+}
+
+/// Statistics over this rank's local batch only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalStats;
+
+impl StatSync for LocalStats {
+    fn sum(&self, _sums: &mut [f64], rows: usize) -> usize {
+        rows
+    }
+}
 
 /// Batch norm state: running statistics plus the batch statistics kept for backward.
 #[derive(Debug, Clone)]
@@ -18,6 +38,7 @@ pub struct BatchNorm {
     pub running_var: Vec<f32>,
     mean: Vec<f32>,
     invstd: Vec<f32>,
+    sync: Arc<dyn StatSync>,
 }
 
 impl BatchNorm {
@@ -31,13 +52,28 @@ impl BatchNorm {
             running_var: vec![1.0; c],
             mean: vec![0.0; c],
             invstd: vec![1.0; c],
+            sync: Arc::new(LocalStats),
         }
+    }
+
+    /// Sets where the batch statistics are summed (local batch by default).
+    pub fn set_sync(&mut self, sync: Arc<dyn StatSync>) {
+        self.sync = sync;
     }
 
     /// Training forward: normalises with the batch statistics, updates the running ones,
     /// and writes `y = gamma * xhat + beta` (then `max(y, 0)` if `relu`).
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_train(&mut self, par: &Par, x: &[f32], rows: usize, gamma: &[f32], beta: &[f32], y: &mut [f32], relu: bool) {
+    pub fn forward_train(
+        &mut self,
+        par: &Par,
+        x: &[f32],
+        rows: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+        relu: bool,
+    ) {
         let c = self.c;
         let parts = par.run_ranges(rows, |r| {
             blocked_sums(&x[r.start * c..r.end * c], c, |row, s, q| {
@@ -47,15 +83,20 @@ impl BatchNorm {
                 }
             })
         });
-        let acc = reduce_f64(&parts, 2 * c);
-        let m = rows.max(1) as f64;
+        let mut acc = reduce_f64(&parts, 2 * c);
+        let rows_all = self.sync.sum(&mut acc, rows);
+        let m = rows_all.max(1) as f64;
         for j in 0..c {
             let mean = acc[j] / m;
             let var = (acc[c + j] / m - mean * mean).max(0.0);
             self.mean[j] = mean as f32;
             self.invstd[j] = (1.0 / (var + self.eps as f64).sqrt()) as f32;
             // PyTorch keeps the unbiased variance in the running estimate.
-            let unbiased = if rows > 1 { var * m / (m - 1.0) } else { var };
+            let unbiased = if rows_all > 1 {
+                var * m / (m - 1.0)
+            } else {
+                var
+            };
             let mo = self.momentum;
             self.running_mean[j] = (1.0 - mo) * self.running_mean[j] + mo * mean as f32;
             self.running_var[j] = (1.0 - mo) * self.running_var[j] + mo * unbiased as f32;
@@ -66,19 +107,61 @@ impl BatchNorm {
 
     /// Evaluation forward with the running statistics.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_eval(&self, par: &Par, x: &[f32], rows: usize, gamma: &[f32], beta: &[f32], y: &mut [f32], relu: bool) {
-        let invstd: Vec<f32> = self.running_var.iter().map(|&v| 1.0 / (v + self.eps).sqrt()).collect();
-        self.apply(par, x, rows, &self.running_mean, &invstd, gamma, beta, y, relu);
+    pub fn forward_eval(
+        &self,
+        par: &Par,
+        x: &[f32],
+        rows: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+        relu: bool,
+    ) {
+        let invstd: Vec<f32> = self
+            .running_var
+            .iter()
+            .map(|&v| 1.0 / (v + self.eps).sqrt())
+            .collect();
+        self.apply(
+            par,
+            x,
+            rows,
+            &self.running_mean,
+            &invstd,
+            gamma,
+            beta,
+            y,
+            relu,
+        );
     }
 
     /// `y = (x - mean) * invstd * gamma + beta`, folded into one multiply-add per value.
     #[allow(clippy::too_many_arguments)]
-    fn apply(&self, par: &Par, x: &[f32], rows: usize, mean: &[f32], invstd: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], relu: bool) {
+    fn apply(
+        &self,
+        par: &Par,
+        x: &[f32],
+        rows: usize,
+        mean: &[f32],
+        invstd: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+        relu: bool,
+    ) {
         let c = self.c;
         let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(&g, &i)| g * i).collect();
-        let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| b - m * s).collect();
+        let shift: Vec<f32> = beta
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((&b, &m), &s)| b - m * s)
+            .collect();
         par.run_split(rows, &mut y[..rows * c], c, |r, yp| {
-            for (yr, xr) in yp.chunks_exact_mut(c).zip(x[r.start * c..r.end * c].chunks_exact(c)) {
+            for (yr, xr) in yp
+                .chunks_exact_mut(c)
+                .zip(x[r.start * c..r.end * c].chunks_exact(c))
+            {
                 for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
                     let v = v * s + t;
                     *o = if relu { v.max(0.0) } else { v };
@@ -117,14 +200,25 @@ impl BatchNorm {
             blocked_sums(xs, c, |xr, sdy, sdx| {
                 let gr = &gp[i * c..(i + 1) * c];
                 i += 1;
-                for (((sdy, sdx), (&g, &x)), &mu) in sdy.iter_mut().zip(sdx.iter_mut()).zip(gr.iter().zip(xr)).zip(mean) {
+                for (((sdy, sdx), (&g, &x)), &mu) in sdy
+                    .iter_mut()
+                    .zip(sdx.iter_mut())
+                    .zip(gr.iter().zip(xr))
+                    .zip(mean)
+                {
                     *sdy += g;
                     *sdx += g * (x - mu);
                 }
             })
         });
-        let acc = reduce_f64(&parts, 2 * c);
-        let m = rows.max(1) as f32;
+        let mut acc = reduce_f64(&parts, 2 * c);
+        // the parameter gradients are this rank's share (summed later with all other gradients);
+        // dx needs the sums over every row the statistics were taken over
+        for j in 0..c {
+            dbeta[j] = acc[j] as f32;
+            dgamma[j] = (acc[c + j] * invstd[j] as f64) as f32;
+        }
+        let m = self.sync.sum(&mut acc, rows).max(1) as f32;
         // dx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)) = a*g + b*x + k per channel
         let mut ca = vec![0.0f32; c];
         let mut cb = vec![0.0f32; c];
@@ -132,8 +226,6 @@ impl BatchNorm {
         for j in 0..c {
             let sdy = acc[j] as f32;
             let sdxhat = (acc[c + j] * invstd[j] as f64) as f32;
-            dbeta[j] = sdy;
-            dgamma[j] = sdxhat;
             let gi = gamma[j] * invstd[j];
             ca[j] = gi;
             cb[j] = -gi * invstd[j] * sdxhat / m;
@@ -157,7 +249,11 @@ const BLOCK_ROWS: usize = 32;
 
 /// Two per-channel sums over the rows of `x` (`[rows, c]`): `add(row, a, b)` adds one row's
 /// contributions to the f32 block accumulators `a` and `b`. Returns `[a totals, b totals]` in f64.
-fn blocked_sums(x: &[f32], c: usize, mut add: impl FnMut(&[f32], &mut [f32], &mut [f32])) -> Vec<f64> {
+fn blocked_sums(
+    x: &[f32],
+    c: usize,
+    mut add: impl FnMut(&[f32], &mut [f32], &mut [f32]),
+) -> Vec<f64> {
     let mut total = vec![0.0f64; 2 * c];
     let mut block = vec![0.0f32; 2 * c];
     for rows in x.chunks(BLOCK_ROWS * c) {
@@ -183,7 +279,11 @@ mod tests {
         let (rows, c) = (37, 5);
         let par = Par::new(threads);
         // offset and scale per channel so the statistics are not trivial
-        let x: Vec<f32> = rand_vec(11, rows * c, 1.0).iter().enumerate().map(|(i, v)| v * (1.0 + (i % c) as f32) + (i % c) as f32).collect();
+        let x: Vec<f32> = rand_vec(11, rows * c, 1.0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + (i % c) as f32) + (i % c) as f32)
+            .collect();
         let gamma = vec![1.0, 0.5, -1.5, 2.0, 0.8];
         let beta = vec![0.0, 0.3, -0.2, 0.1, 0.5];
         let r = rand_vec(12, rows * c, 1.0);
@@ -198,10 +298,34 @@ mod tests {
         bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, relu);
         let mut grad = r.clone();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-        bn.backward(&par, &x, relu.then_some(&y[..]), &mut grad, rows, &gamma, &mut dg, &mut db);
-        assert_close(&grad, &numeric_grad(&x, &r, |x| fwd(x, &gamma, &beta)), 1e-2, "bn dx");
-        assert_close(&dg, &numeric_grad(&gamma, &r, |g| fwd(&x, g, &beta)), 1e-2, "bn dgamma");
-        assert_close(&db, &numeric_grad(&beta, &r, |b| fwd(&x, &gamma, b)), 1e-2, "bn dbeta");
+        bn.backward(
+            &par,
+            &x,
+            relu.then_some(&y[..]),
+            &mut grad,
+            rows,
+            &gamma,
+            &mut dg,
+            &mut db,
+        );
+        assert_close(
+            &grad,
+            &numeric_grad(&x, &r, |x| fwd(x, &gamma, &beta)),
+            1e-2,
+            "bn dx",
+        );
+        assert_close(
+            &dg,
+            &numeric_grad(&gamma, &r, |g| fwd(&x, g, &beta)),
+            1e-2,
+            "bn dgamma",
+        );
+        assert_close(
+            &db,
+            &numeric_grad(&beta, &r, |b| fwd(&x, &gamma, b)),
+            1e-2,
+            "bn dbeta",
+        );
     }
 
     #[test]
@@ -236,10 +360,126 @@ mod tests {
         assert_eq!(z, z2);
         let mut g2 = r.clone();
         let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
-        bn2.backward(&par, &x, Some(&z2), &mut g2, rows, &gamma, &mut dg2, &mut db2);
+        bn2.backward(
+            &par,
+            &x,
+            Some(&z2),
+            &mut g2,
+            rows,
+            &gamma,
+            &mut dg2,
+            &mut db2,
+        );
         assert_close(&g2, &g1, 1e-5, "fused dx");
         assert_close(&dg2, &dg1, 1e-5, "fused dgamma");
         assert_close(&db2, &db1, 1e-5, "fused dbeta");
+    }
+
+    /// Test-only synchronisation of ranks running on threads: slots summed in rank order.
+    #[derive(Debug)]
+    struct ThreadSum {
+        rank: usize,
+        shared: Arc<(std::sync::Barrier, std::sync::Mutex<Vec<(Vec<f64>, usize)>>)>,
+    }
+
+    impl StatSync for ThreadSum {
+        fn sum(&self, sums: &mut [f64], rows: usize) -> usize {
+            let (barrier, slots) = &*self.shared;
+            slots.lock().unwrap()[self.rank] = (sums.to_vec(), rows);
+            barrier.wait();
+            let all = slots.lock().unwrap().clone();
+            barrier.wait();
+            sums.fill(0.0);
+            for (s, _) in &all {
+                for (t, v) in sums.iter_mut().zip(s) {
+                    *t += v;
+                }
+            }
+            all.iter().map(|(_, r)| r).sum()
+        }
+    }
+
+    /// Synchronised BN over ranks holding parts of a batch equals BN over the whole batch.
+    #[test]
+    fn synced_ranks_equal_one_batch() {
+        let c = 3;
+        let parts = [17usize, 9, 0, 14];
+        let rows: usize = parts.iter().sum();
+        let x = rand_vec(21, rows * c, 2.0);
+        let r = rand_vec(22, rows * c, 1.0);
+        let (gamma, beta) = (vec![1.2, -0.4, 0.9], vec![0.1, 0.0, -0.2]);
+        let par = Par::new(1);
+        let mut whole = BatchNorm::new(c);
+        let mut y = vec![0.0; rows * c];
+        whole.forward_train(&par, &x, rows, &gamma, &beta, &mut y, true);
+        let mut dx = r.clone();
+        let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+        whole.backward(&par, &x, Some(&y), &mut dx, rows, &gamma, &mut dg, &mut db);
+
+        let shared = Arc::new((
+            std::sync::Barrier::new(parts.len()),
+            std::sync::Mutex::new(vec![(Vec::new(), 0); parts.len()]),
+        ));
+        let starts: Vec<usize> = parts
+            .iter()
+            .scan(0, |s, &p| {
+                let a = *s;
+                *s += p;
+                Some(a)
+            })
+            .collect();
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter()
+                .zip(&starts)
+                .enumerate()
+                .map(|(rank, (&n, &s))| {
+                    let (x, r, gamma, beta, shared) = (
+                        &x[s * c..(s + n) * c],
+                        &r[s * c..(s + n) * c],
+                        &gamma,
+                        &beta,
+                        shared.clone(),
+                    );
+                    scope.spawn(move || {
+                        let par = Par::new(1);
+                        let mut bn = BatchNorm::new(c);
+                        bn.set_sync(Arc::new(ThreadSum { rank, shared }));
+                        let mut y = vec![0.0; n * c];
+                        bn.forward_train(&par, x, n, gamma, beta, &mut y, true);
+                        let mut dx = r.to_vec();
+                        let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+                        bn.backward(&par, x, Some(&y), &mut dx, n, gamma, &mut dg, &mut db);
+                        (y, dx, dg, db, bn.running_var.clone())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let cat = |f: &dyn Fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+            results
+                .iter()
+                .flat_map(|t| f(t).clone())
+                .collect::<Vec<f32>>()
+        };
+        assert_close(&cat(&|t| &t.0), &y, 1e-5, "synced y");
+        assert_close(&cat(&|t| &t.1), &dx, 1e-5, "synced dx");
+        // parameter gradients are per-rank shares that sum to the whole batch's
+        let sum_over = |k: usize| {
+            (0..c)
+                .map(|j| {
+                    results
+                        .iter()
+                        .map(|t| if k == 2 { t.2[j] } else { t.3[j] })
+                        .sum::<f32>()
+                })
+                .collect::<Vec<f32>>()
+        };
+        assert_close(&sum_over(2), &dg, 1e-5, "synced dgamma");
+        assert_close(&sum_over(3), &db, 1e-5, "synced dbeta");
+        for t in &results {
+            assert_close(&t.4, &whole.running_var, 1e-6, "synced running var");
+        }
     }
 
     #[test]

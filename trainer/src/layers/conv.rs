@@ -80,7 +80,9 @@ impl Conv3x3 {
                                 if ix < 0 || ix >= w as isize {
                                     dst.fill(0.0);
                                 } else {
-                                    dst.copy_from_slice(&line[ix as usize * c..(ix as usize + 1) * c]);
+                                    dst.copy_from_slice(
+                                        &line[ix as usize * c..(ix as usize + 1) * c],
+                                    );
                                 }
                             }
                         }
@@ -130,7 +132,15 @@ impl Conv3x3 {
     }
 
     /// `y = conv(x) + bias` for `n` samples.
-    pub fn forward(&self, par: &Par, x: &[f32], n: usize, weight: &[f32], bias: &[f32], y: &mut [f32]) {
+    pub fn forward(
+        &self,
+        par: &Par,
+        x: &[f32],
+        n: usize,
+        weight: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+    ) {
         let (hw, k, cout) = (self.h * self.w, self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
@@ -145,7 +155,16 @@ impl Conv3x3 {
                 for row in yc.chunks_exact_mut(cout) {
                     row.copy_from_slice(bias);
                 }
-                matmul(b * hw, cout, k, yc, cout, true, MatRef::rows(col, k), MatRef::rows(weight, cout));
+                matmul(
+                    b * hw,
+                    cout,
+                    k,
+                    yc,
+                    cout,
+                    true,
+                    MatRef::rows(col, k),
+                    MatRef::rows(weight, cout),
+                );
                 s += b;
             }
         });
@@ -187,7 +206,16 @@ impl Conv3x3 {
                 self.im2col(&x[s * il..(s + b) * il], col);
                 let dyc = &dy[s * ol..(s + b) * ol];
                 // dW += col^T * dy (gemm reads the transpose through strides, no copy)
-                matmul(k, cout, rows, &mut dw, cout, true, MatRef::transposed(col, k), MatRef::rows(dyc, cout));
+                matmul(
+                    k,
+                    cout,
+                    rows,
+                    &mut dw,
+                    cout,
+                    true,
+                    MatRef::transposed(col, k),
+                    MatRef::rows(dyc, cout),
+                );
                 for row in dyc.chunks_exact(cout) {
                     for (a, &v) in db.iter_mut().zip(row) {
                         *a += v;
@@ -195,7 +223,16 @@ impl Conv3x3 {
                 }
                 if want_dx {
                     let dcol = &mut dcol[..rows * k];
-                    matmul(rows, k, cout, dcol, k, false, MatRef::rows(dyc, cout), MatRef::transposed(weight, cout));
+                    matmul(
+                        rows,
+                        k,
+                        cout,
+                        dcol,
+                        k,
+                        false,
+                        MatRef::rows(dyc, cout),
+                        MatRef::transposed(weight, cout),
+                    );
                     self.col2im(dcol, &mut dxp[(s - r.start) * il..(s - r.start + b) * il]);
                 }
                 s += b;
@@ -232,9 +269,24 @@ mod tests {
             };
             let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; 4], vec![0.0; x.len()]);
             conv.backward(&par, &x, &r, n, &w, &mut dw, &mut db, Some(&mut dx));
-            assert_close(&dx, &numeric_grad(&x, &r, |x| fwd(x, &w, &b)), 1e-2, "conv dx");
-            assert_close(&dw, &numeric_grad(&w, &r, |w| fwd(&x, w, &b)), 1e-2, "conv dw");
-            assert_close(&db, &numeric_grad(&b, &r, |b| fwd(&x, &w, b)), 1e-2, "conv db");
+            assert_close(
+                &dx,
+                &numeric_grad(&x, &r, |x| fwd(x, &w, &b)),
+                1e-2,
+                "conv dx",
+            );
+            assert_close(
+                &dw,
+                &numeric_grad(&w, &r, |w| fwd(&x, w, &b)),
+                1e-2,
+                "conv dw",
+            );
+            assert_close(
+                &db,
+                &numeric_grad(&b, &r, |b| fwd(&x, &w, b)),
+                1e-2,
+                "conv db",
+            );
         }
     }
 

@@ -19,13 +19,30 @@ impl Linear {
     }
 
     /// `y = x W + b` for `n` rows.
-    pub fn forward(&self, par: &Par, x: &[f32], n: usize, weight: &[f32], bias: &[f32], y: &mut [f32]) {
+    pub fn forward(
+        &self,
+        par: &Par,
+        x: &[f32],
+        n: usize,
+        weight: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+    ) {
         let (i, o) = (self.inp, self.out);
         par.run_split(n, &mut y[..n * o], o, |r, yp| {
             for row in yp.chunks_exact_mut(o) {
                 row.copy_from_slice(bias);
             }
-            matmul(r.len(), o, i, yp, o, true, MatRef::rows(&x[r.start * i..r.end * i], i), MatRef::rows(weight, o));
+            matmul(
+                r.len(),
+                o,
+                i,
+                yp,
+                o,
+                true,
+                MatRef::rows(&x[r.start * i..r.end * i], i),
+                MatRef::rows(weight, o),
+            );
         });
     }
 
@@ -53,7 +70,16 @@ impl Linear {
             let xs = &x[r.start * i..r.end * i];
             let dys = &dy[r.start * o..r.end * o];
             let mut dw = vec![0.0f32; i * o];
-            matmul(i, o, r.len(), &mut dw, o, false, MatRef::transposed(xs, i), MatRef::rows(dys, o));
+            matmul(
+                i,
+                o,
+                r.len(),
+                &mut dw,
+                o,
+                false,
+                MatRef::transposed(xs, i),
+                MatRef::rows(dys, o),
+            );
             let mut db = vec![0.0f32; o];
             for row in dys.chunks_exact(o) {
                 for (a, &v) in db.iter_mut().zip(row) {
@@ -61,7 +87,16 @@ impl Linear {
                 }
             }
             if want_dx {
-                matmul(r.len(), i, o, dxp, i, false, MatRef::rows(dys, o), MatRef::transposed(weight, o));
+                matmul(
+                    r.len(),
+                    i,
+                    o,
+                    dxp,
+                    i,
+                    false,
+                    MatRef::rows(dys, o),
+                    MatRef::transposed(weight, o),
+                );
             }
             (dw, db)
         });
@@ -94,8 +129,23 @@ mod tests {
         };
         let (mut dw, mut db, mut dx) = (vec![0.0; 35], vec![0.0; 5], vec![0.0; n * 7]);
         l.backward(&par, &x, &r, n, &w, &mut dw, &mut db, Some(&mut dx));
-        assert_close(&dx, &numeric_grad(&x, &r, |x| f(x, &w, &b)), 1e-2, "linear dx");
-        assert_close(&dw, &numeric_grad(&w, &r, |w| f(&x, w, &b)), 1e-2, "linear dw");
-        assert_close(&db, &numeric_grad(&b, &r, |b| f(&x, &w, b)), 1e-2, "linear db");
+        assert_close(
+            &dx,
+            &numeric_grad(&x, &r, |x| f(x, &w, &b)),
+            1e-2,
+            "linear dx",
+        );
+        assert_close(
+            &dw,
+            &numeric_grad(&w, &r, |w| f(&x, w, &b)),
+            1e-2,
+            "linear dw",
+        );
+        assert_close(
+            &db,
+            &numeric_grad(&b, &r, |b| f(&x, &w, b)),
+            1e-2,
+            "linear db",
+        );
     }
 }

@@ -3,12 +3,22 @@
 /// Mean loss over the batch and its gradient `dlogits = grad_scale * (softmax - onehot) / n`.
 ///
 /// Returns the mean loss (f64; non-finite if the logits are) and the number of correct argmax predictions.
-pub fn softmax_cross_entropy(logits: &[f32], labels: &[u8], classes: usize, grad_scale: f32, dlogits: &mut [f32]) -> (f64, usize) {
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    grad_scale: f32,
+    dlogits: &mut [f32],
+) -> (f64, usize) {
     let n = labels.len();
     let mut total = 0.0f64;
     let mut correct = 0;
     let k = grad_scale / n.max(1) as f32;
-    for ((z, d), &y) in logits.chunks_exact(classes).zip(dlogits.chunks_exact_mut(classes)).zip(labels) {
+    for ((z, d), &y) in logits
+        .chunks_exact(classes)
+        .zip(dlogits.chunks_exact_mut(classes))
+        .zip(labels)
+    {
         let y = y as usize;
         let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut sum = 0.0f32;
@@ -42,7 +52,11 @@ pub fn argmax(z: &[f32]) -> usize {
 
 /// Number of rows of `logits` whose argmax equals the label.
 pub fn count_correct(logits: &[f32], labels: &[u8], classes: usize) -> usize {
-    logits.chunks_exact(classes).zip(labels).filter(|(z, &y)| argmax(z) == y as usize).count()
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(z, &y)| argmax(z) == y as usize)
+        .count()
 }
 
 #[cfg(test)]
@@ -75,7 +89,10 @@ mod tests {
         let mut d2 = vec![0.0; n * k];
         let (loss2, _) = softmax_cross_entropy(&z, &labels, k, 1024.0, &mut d2);
         assert_eq!(loss, loss2);
-        assert!(d.iter().zip(&d2).all(|(a, b)| (a * 1024.0 - b).abs() <= 1e-4 * b.abs().max(1e-3)));
+        assert!(d
+            .iter()
+            .zip(&d2)
+            .all(|(a, b)| (a * 1024.0 - b).abs() <= 1e-4 * b.abs().max(1e-3)));
     }
 
     #[test]

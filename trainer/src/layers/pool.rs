@@ -43,36 +43,43 @@ impl MaxPool2 {
     pub fn forward(&self, par: &Par, x: &[f32], n: usize, y: &mut [f32], arg: &mut [u8]) {
         let (w, c, ol, il) = (self.w, self.c, self.out_len(), self.in_len());
         let (oh, ow) = (self.oh(), self.ow());
-        par.run_split2(n, &mut y[..n * ol], ol, &mut arg[..n * ol], ol, |r, yp, ap| {
-            for (k, s) in r.clone().enumerate() {
-                let xs = &x[s * il..(s + 1) * il];
-                for py in 0..oh {
-                    for px in 0..ow {
-                        let p00 = ((2 * py) * w + 2 * px) * c;
-                        let (p01, p10) = (p00 + c, p00 + w * c);
-                        let p11 = p10 + c;
-                        let o = k * ol + (py * ow + px) * c;
-                        for j in 0..c {
-                            let (mut m, mut a) = (xs[p00 + j], 0u8);
-                            if xs[p01 + j] > m {
-                                m = xs[p01 + j];
-                                a = 1;
+        par.run_split2(
+            n,
+            &mut y[..n * ol],
+            ol,
+            &mut arg[..n * ol],
+            ol,
+            |r, yp, ap| {
+                for (k, s) in r.clone().enumerate() {
+                    let xs = &x[s * il..(s + 1) * il];
+                    for py in 0..oh {
+                        for px in 0..ow {
+                            let p00 = ((2 * py) * w + 2 * px) * c;
+                            let (p01, p10) = (p00 + c, p00 + w * c);
+                            let p11 = p10 + c;
+                            let o = k * ol + (py * ow + px) * c;
+                            for j in 0..c {
+                                let (mut m, mut a) = (xs[p00 + j], 0u8);
+                                if xs[p01 + j] > m {
+                                    m = xs[p01 + j];
+                                    a = 1;
+                                }
+                                if xs[p10 + j] > m {
+                                    m = xs[p10 + j];
+                                    a = 2;
+                                }
+                                if xs[p11 + j] > m {
+                                    m = xs[p11 + j];
+                                    a = 3;
+                                }
+                                yp[o + j] = m;
+                                ap[o + j] = a;
                             }
-                            if xs[p10 + j] > m {
-                                m = xs[p10 + j];
-                                a = 2;
-                            }
-                            if xs[p11 + j] > m {
-                                m = xs[p11 + j];
-                                a = 3;
-                            }
-                            yp[o + j] = m;
-                            ap[o + j] = a;
                         }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 
     /// Routes each output gradient to the tap that won; `dx` is fully overwritten.
@@ -111,7 +118,9 @@ mod tests {
             // distinct values spaced well beyond the finite-difference step
             let len = n * p.in_len();
             let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % len) as f32 * 0.05).collect();
-            let r: Vec<f32> = (0..n * p.out_len()).map(|i| (i as f32 * 0.37).sin()).collect();
+            let r: Vec<f32> = (0..n * p.out_len())
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
             let par = Par::new(2);
             let f = |x: &[f32]| {
                 let mut y = vec![0.0; n * p.out_len()];

@@ -23,7 +23,10 @@ mod tests {
     #[test]
     fn relu_backward_matches_finite_differences() {
         // keep inputs away from the kink so the finite difference is valid
-        let x: Vec<f32> = rand_vec(21, 200, 1.0).iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v }).collect();
+        let x: Vec<f32> = rand_vec(21, 200, 1.0)
+            .iter()
+            .map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v })
+            .collect();
         let r = rand_vec(22, 200, 1.0);
         let f = |x: &[f32]| {
             let mut y = vec![0.0; x.len()];
