@@ -143,10 +143,7 @@ impl Ranks {
     pub fn backward_allreduce(&mut self, fmt: Option<HalfFormat>) -> Result<Underflow, TrainError> {
         let comms = std::mem::take(&mut self.comms);
         let (segments, wire) = (&self.segments, self.wire);
-        let results: Vec<(
-            Result<Underflow, CollectiveError>,
-            Option<Box<dyn Collective>>,
-        )> = std::thread::scope(|s| {
+        let results: Vec<RankResult> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .replicas
                 .iter_mut()
@@ -221,10 +218,7 @@ fn rank_backward(
     segments: &[Segment],
     wire: Wire,
     fmt: Option<HalfFormat>,
-) -> (
-    Result<Underflow, CollectiveError>,
-    Option<Box<dyn Collective>>,
-) {
+) -> RankResult {
     let (to_comm, from_rank) = channel::<(usize, Vec<f32>)>();
     let (to_rank, from_comm) = channel::<(usize, Result<Vec<f32>, CollectiveError>)>();
     std::thread::scope(|s| {
