@@ -11,7 +11,7 @@ use crate::config::TrainConfig;
 use crate::data::CLASSES;
 use crate::error::TrainError;
 use crate::fusion::{allreduce_buckets, plan_buckets};
-use crate::layers::loss::softmax_cross_entropy;
+use crate::layers::loss::softmax_cross_entropy_smoothed;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::parallel::Par;
@@ -48,6 +48,7 @@ pub(crate) struct StepState {
     dropout_rng: ChaCha8Rng,
     bucket_ranges: Vec<Range<usize>>,
     dlogits: Vec<f32>,
+    label_smoothing: f32,
 }
 
 impl StepState {
@@ -75,6 +76,7 @@ impl StepState {
             dropout_rng,
             bucket_ranges,
             dlogits: Vec::new(),
+            label_smoothing: cfg.label_smoothing as f32,
         }
     }
 
@@ -167,8 +169,14 @@ impl StepState {
             .forward(&self.par, images, n, Some(&mut self.dropout_rng), fmt);
         self.dlogits.resize(n * CLASSES, 0.0);
         // the loss gradient carries the loss scale (1 in fp32); the loss itself does not
-        let (loss, _) =
-            softmax_cross_entropy(logits, labels, CLASSES, scale as f32, &mut self.dlogits);
+        let (loss, _) = softmax_cross_entropy_smoothed(
+            logits,
+            labels,
+            CLASSES,
+            self.label_smoothing,
+            scale as f32,
+            &mut self.dlogits,
+        );
         if !loss.is_finite() {
             return StepOutcome {
                 loss,
