@@ -16,6 +16,7 @@ mod plan;
 mod progress;
 mod ranking;
 mod report;
+mod reproduce;
 mod scheduler;
 mod space;
 mod store_cmd;
