@@ -39,8 +39,11 @@ impl Model {
     }
 }
 
+/// Announced inventory index ranges with the gradients they carried.
+type Announced = Vec<(Range<usize>, Vec<f32>)>;
+
 /// Runs forward + backward on `n` random inputs, recording every announcement.
-fn announced(m: &mut Model, n: usize, par: &Par) -> (f64, Vec<(Range<usize>, Vec<f32>)>) {
+fn announced(m: &mut Model, n: usize, par: &Par) -> (f64, Announced) {
     let x = rand_vec(71, n * m.input_len(), 1.0);
     let k = m.classes();
     let labels: Vec<u8> = (0..n).map(|i| (i * 3 % k.min(256)) as u8).collect();
@@ -49,7 +52,7 @@ fn announced(m: &mut Model, n: usize, par: &Par) -> (f64, Vec<(Range<usize>, Vec
     assert!(logits.iter().all(|v| v.is_finite()), "non-finite logits");
     let mut d = vec![0.0; n * k];
     let (loss, _) = softmax_cross_entropy(&logits, &labels, k, 1.0, &mut d);
-    let mut seen: Vec<(Range<usize>, Vec<f32>)> = Vec::new();
+    let mut seen: Announced = Vec::new();
     m.backward_announcing(par, &d, None, &mut |idx, g| seen.push((idx, g.to_vec())));
     (loss, seen)
 }
