@@ -14,6 +14,65 @@ use crate::ranks::segments::Segments;
 pub enum ModelKind {
     /// The 28x28 proxy of AlexNet-BN (five 3x3 conv+BN layers, three FC layers).
     AlexnetBnProxy,
+    /// The 28x28 ResNet-20-style proxy (three stages of three basic blocks).
+    Resnet20Proxy,
+    /// Full-size AlexNet-BN on 224x224x3 ImageNet images.
+    AlexnetBn,
+    /// Full-size ResNet-50 on 224x224x3 ImageNet images.
+    Resnet50,
+}
+
+impl ModelKind {
+    /// Every model, in the order help texts list them.
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::AlexnetBnProxy,
+        ModelKind::Resnet20Proxy,
+        ModelKind::AlexnetBn,
+        ModelKind::Resnet50,
+    ];
+
+    /// The name configs and command lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::AlexnetBnProxy => "alexnet-bn-proxy",
+            ModelKind::Resnet20Proxy => "resnet20-proxy",
+            ModelKind::AlexnetBn => "alexnet-bn",
+            ModelKind::Resnet50 => "resnet50",
+        }
+    }
+
+    /// The model called `name`, or an error listing the known names.
+    pub fn parse(name: &str) -> Result<ModelKind, TrainError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                TrainError::InvalidConfig(format!(
+                    "unknown model `{name}`, expected one of {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Input images as (side, channels): 28x28x1 for the proxies, 224x224x3 full size.
+    pub fn input(self) -> (usize, usize) {
+        match self {
+            ModelKind::AlexnetBnProxy | ModelKind::Resnet20Proxy => (crate::data::SIDE, 1),
+            ModelKind::AlexnetBn | ModelKind::Resnet50 => (224, 3),
+        }
+    }
+}
+
+/// How the learning rate falls after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrDecay {
+    /// `peak * (1 - t)^poly_power`.
+    #[default]
+    Poly,
+    /// `peak * (1 + cos(pi t)) / 2`.
+    Cosine,
 }
 
 /// Numeric format of the forward/backward pass.
@@ -97,6 +156,10 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// Exponent of the polynomial decay after warmup.
     pub poly_power: f64,
+    /// Shape of the decay after warmup (polynomial unless set).
+    pub lr_decay: LrDecay,
+    /// Label smoothing of the cross-entropy targets, in [0, 1) (0 = one-hot).
+    pub label_smoothing: f64,
     /// Loss scaling for the half-precision modes (ignored in fp32).
     pub loss_scale: LossScale,
     /// Gradient fusion bucket threshold in bytes (0 = one all-reduce per tensor).
@@ -141,6 +204,8 @@ impl TrainConfig {
             peak_lr: 0.1,
             warmup_epochs: 0.0,
             poly_power: 2.0,
+            lr_decay: LrDecay::Poly,
+            label_smoothing: 0.0,
             loss_scale: LossScale::Static { factor: 1.0 },
             fusion_threshold_bytes: 64 << 20,
             threads: 1,
@@ -165,6 +230,18 @@ impl TrainConfig {
             } else {
                 bad(format!("{name} must be finite and >= 0, got {v}"))
             }
+        }
+        let (side, channels) = self.model.input();
+        if (side, channels) != (crate::data::SIDE, 1) {
+            return bad(format!(
+                "model {} takes {side}x{side}x{channels} ImageNet images, but the data set is \
+                 Fashion-MNIST ({}x{}x1, the only data set this trainer reads); jizhi-tune does \
+                 not ship an ImageNet folder or reader, so train alexnet-bn-proxy or \
+                 resnet20-proxy here",
+                self.model.name(),
+                crate::data::SIDE,
+                crate::data::SIDE
+            ));
         }
         if self.batch == 0 {
             return bad("batch must be > 0".into());
@@ -207,6 +284,12 @@ impl TrainConfig {
         finite_nonneg("warmup_epochs", self.warmup_epochs)?;
         finite_nonneg("poly_power", self.poly_power)?;
         finite_nonneg("lars_eps", self.lars_eps)?;
+        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
+            return bad(format!(
+                "label_smoothing must be in [0,1), got {}",
+                self.label_smoothing
+            ));
+        }
         if self.optimizer == OptimizerKind::Lars
             && !(self.lars_eta.is_finite() && self.lars_eta > 0.0)
         {

@@ -1,6 +1,6 @@
 //! Mixed-precision LARS trainer used by every jizhi-tune trial.
 //!
-//! Trains the 28x28 proxy of AlexNet-BN on Fashion-MNIST on the CPU with explicit
+//! Trains the 28x28 proxies of AlexNet-BN and ResNet on Fashion-MNIST on the CPU with explicit
 //! forward/backward layers (im2col + `gemm`, NHWC), emulating GPU half-precision training
 //! (fp16 / bf16 with fp32 master weights and loss scaling, or naive fp16), momentum SGD or
 //! LARS, warmup + polynomial decay, and gradient-fusion bucketing. Results are bit-identical
@@ -18,7 +18,9 @@ pub mod fusion;
 pub mod inventory;
 pub mod layers;
 pub mod linalg;
-pub mod model;
+pub mod models;
+/// The networks under their former path.
+pub use models as model;
 pub mod optim;
 pub mod parallel;
 pub mod params;
@@ -30,7 +32,7 @@ pub mod schedule;
 mod step;
 mod train;
 
-pub use config::{LossScale, ModelKind, OptimizerKind, Precision, TrainConfig};
+pub use config::{LossScale, LrDecay, ModelKind, OptimizerKind, Precision, TrainConfig};
 pub use error::TrainError;
 pub use params::{ParamInfo, ParamKind};
 pub use report::{EpochReport, TrainOutcome};

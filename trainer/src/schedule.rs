@@ -1,4 +1,7 @@
-//! Learning-rate schedule: linear warmup, then polynomial decay to zero at the last step.
+//! Learning-rate schedule: linear warmup, then polynomial (or cosine) decay to zero at the last
+//! step.
+
+use crate::config::LrDecay;
 
 /// Warmup + polynomial decay, indexed by optimiser step (skipped steps included).
 #[derive(Debug, Clone, PartialEq)]
@@ -7,6 +10,7 @@ pub struct LrSchedule {
     warmup_steps: u64,
     total_steps: u64,
     power: f64,
+    decay: LrDecay,
 }
 
 impl LrSchedule {
@@ -26,7 +30,14 @@ impl LrSchedule {
             warmup_steps,
             total_steps,
             power,
+            decay: LrDecay::Poly,
         }
+    }
+
+    /// The same warmup followed by `decay` instead of the polynomial.
+    pub fn with_decay(mut self, decay: LrDecay) -> Self {
+        self.decay = decay;
+        self
     }
 
     /// Number of warmup steps.
@@ -42,7 +53,10 @@ impl LrSchedule {
         }
         let decay = (self.total_steps - self.warmup_steps).max(1) as f64;
         let t = ((step - self.warmup_steps) as f64 / decay).min(1.0);
-        self.peak * (1.0 - t).powf(self.power)
+        match self.decay {
+            LrDecay::Poly => self.peak * (1.0 - t).powf(self.power),
+            LrDecay::Cosine => self.peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+        }
     }
 }
 
@@ -62,5 +76,14 @@ mod tests {
         assert_eq!(s.lr(20), 0.0);
         let flat = LrSchedule::new(0.1, 0.0, 10, 1, 0.0);
         assert_eq!(flat.lr(9), 0.1);
+    }
+
+    #[test]
+    fn cosine_decay_halves_at_the_middle() {
+        let s = LrSchedule::new(0.05, 0.0, 10, 4, 2.0).with_decay(LrDecay::Cosine);
+        assert_eq!(s.lr(0), 0.05);
+        assert!((s.lr(20) - 0.025).abs() < 1e-12);
+        assert!(s.lr(39) > 0.0 && s.lr(39) < 1e-3);
+        assert!(s.lr(40).abs() < 1e-12);
     }
 }

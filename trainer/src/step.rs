@@ -72,7 +72,9 @@ impl StepState {
                 if let Some(s) = &syncs {
                     m.set_bn_sync(s[rank].clone());
                 }
-                Replica::new(m, cfg.seed, rank, threads)
+                let mut r = Replica::new(m, cfg.seed, rank, threads);
+                r.label_smoothing = cfg.label_smoothing as f32;
+                r
             })
             .collect();
         let comms = in_process(world, cfg.algorithm)

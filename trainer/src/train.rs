@@ -38,7 +38,8 @@ pub fn train(
         steps_per_epoch as u64,
         cfg.epochs as u64,
         cfg.poly_power,
-    );
+    )
+    .with_decay(cfg.lr_decay);
     let resumed = match &cfg.checkpoint {
         Some(path) => checkpoint::load(path, cfg)?,
         None => None,

@@ -20,7 +20,8 @@ use std::path::PathBuf;
         jizhi-tune export runs/alexnet64k --format csv        every trial and epoch\n  \
         jizhi-tune store check runs/alexnet64k                what is intact in a store\n  \
         jizhi-tune bench train                                training throughput\n  \
-        jizhi-tune bench store                                what the store costs"
+        jizhi-tune bench store                                what the store costs\n  \
+        jizhi-tune reproduce                                  the seed's experiments on the proxy"
 )]
 pub struct Cli {
     /// Search-space file of the study to run or resume.
@@ -110,6 +111,11 @@ pub enum Command {
         #[arg(value_name = "STORE|SPACE.toml")]
         target: PathBuf,
     },
+    /// Run the seed paper's 10-epoch experiments (a)-(e) on the proxy and print one table.
+    #[command(after_help = "Examples:\n  jizhi-tune reproduce                         all experiments, 10 epochs\n  \
+        jizhi-tune reproduce --only a,c --jobs 2     two at a time, sharing the cores\n  \
+        jizhi-tune reproduce --out table.json        the table as JSON too")]
+    Reproduce(crate::reproduce::ReproduceArgs),
     /// Validate a search-space file and print the planned stages, without running anything.
     #[command(after_help = "Example:\n  jizhi-tune plan search-spaces/alexnet64k.toml")]
     Plan {
@@ -133,7 +139,8 @@ pub enum ExportFormat {
 /// Options of `jizhi-tune trial`: one training run of the trainer.
 #[derive(Debug, Args, Clone)]
 pub struct TrialArgs {
-    /// Model.
+    /// Model: alexnet-bn-proxy or resnet20-proxy (the full-size alexnet-bn and resnet50 need
+    /// ImageNet, which is not shipped).
     #[arg(long, default_value = "alexnet-bn-proxy")]
     pub model: String,
     /// Leave out the extra BN after pool5.
@@ -178,6 +185,12 @@ pub struct TrialArgs {
     /// Power of the polynomial decay.
     #[arg(long, default_value_t = 2.0)]
     pub poly_power: f64,
+    /// Decay after warmup: poly or cosine.
+    #[arg(long, default_value = "poly")]
+    pub lr_decay: String,
+    /// Label smoothing of the cross-entropy targets, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
     /// Loss scale: a number or `dynamic`.
     #[arg(long, default_value = "dynamic")]
     pub loss_scale: String,

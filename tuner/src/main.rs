@@ -17,6 +17,7 @@ mod progress;
 mod ranking;
 mod ranks_args;
 mod report;
+mod reproduce;
 mod scheduler;
 mod space;
 mod store_cmd;

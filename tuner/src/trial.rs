@@ -5,7 +5,7 @@
 
 use crate::cli::TrialArgs;
 use anyhow::{bail, Context, Result};
-use jizhi_trainer::{EpochReport, LossScale, ModelKind, OptimizerKind, Precision, TrainConfig};
+use jizhi_trainer::{EpochReport, LossScale, LrDecay, ModelKind, OptimizerKind, Precision, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
@@ -64,10 +64,7 @@ impl TrialArgs {
     /// The trainer configuration these options describe.
     pub fn to_config(&self) -> Result<TrainConfig> {
         let mut cfg = TrainConfig::proxy_default(self.data_dir.clone());
-        cfg.model = match self.model.as_str() {
-            "alexnet-bn-proxy" => ModelKind::AlexnetBnProxy,
-            other => bail!("--model: unknown `{other}`, expected alexnet-bn-proxy"),
-        };
+        cfg.model = ModelKind::parse(&self.model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
         cfg.bn5 = !self.no_bn5;
         cfg.batch = self.batch;
         cfg.epochs = self.epochs;
@@ -85,6 +82,12 @@ impl TrialArgs {
         cfg.peak_lr = self.lr;
         cfg.warmup_epochs = self.warmup_epochs;
         cfg.poly_power = self.poly_power;
+        cfg.lr_decay = match self.lr_decay.as_str() {
+            "poly" => LrDecay::Poly,
+            "cosine" => LrDecay::Cosine,
+            other => bail!("--lr-decay: unknown `{other}`, expected poly or cosine"),
+        };
+        cfg.label_smoothing = self.label_smoothing;
         cfg.loss_scale = match self.loss_scale.as_str() {
             "dynamic" => DYNAMIC_LOSS_SCALE,
             n => LossScale::Static {
@@ -111,7 +114,7 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
         args.push(format!("--{k}"));
         args.push(v);
     };
-    push("model", "alexnet-bn-proxy".into());
+    push("model", cfg.model.name().into());
     push("data-dir", cfg.data_dir.display().to_string());
     push("batch", cfg.batch.to_string());
     push("epochs", cfg.epochs.to_string());
@@ -130,6 +133,12 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
     push("lr", cfg.peak_lr.to_string());
     push("warmup-epochs", cfg.warmup_epochs.to_string());
     push("poly-power", cfg.poly_power.to_string());
+    if cfg.lr_decay == LrDecay::Cosine {
+        push("lr-decay", "cosine".into());
+    }
+    if cfg.label_smoothing != 0.0 {
+        push("label-smoothing", cfg.label_smoothing.to_string());
+    }
     push(
         "loss-scale",
         match cfg.loss_scale {
@@ -213,6 +222,9 @@ mod tests {
         cfg.bn5 = false;
         cfg.checkpoint = Some("/tmp/run.ckpt".into());
         cfg.augment = true;
+        cfg.lr_decay = LrDecay::Cosine;
+        cfg.label_smoothing = 0.1;
+        cfg.model = ModelKind::Resnet20Proxy;
         let mut argv = vec!["x".to_string()];
         argv.extend(command_line(&cfg));
         let parsed = match Wrapper::try_parse_from(argv) {

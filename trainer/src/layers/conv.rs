@@ -1,7 +1,10 @@
-//! 3x3 convolution, stride 1, padding 1, NHWC, computed as im2col + GEMM.
+//! 2-D convolution (kernel `kh x kw`, stride, zero padding) on NHWC maps, computed as
+//! im2col + GEMM.
 //!
-//! With NHWC the convolution of `b` samples is `[b*H*W, 9*Cin] x [9*Cin, Cout]`; samples are
-//! processed in small chunks so the im2col buffer stays in L2.
+//! With NHWC the convolution of `b` samples is `[b*OH*OW, kh*kw*Cin] x [kh*kw*Cin, Cout]`; samples
+//! are processed in small chunks so the im2col buffer stays in L2. Two shapes skip the general
+//! unfold: 3x3/stride 1/pad 1 copies whole kernel rows at once (the proxies' hot path), and
+//! 1x1/stride 1/pad 0 needs no unfold at all (the input already is the GEMM operand).
 
 use crate::linalg::{matmul, MatRef};
 use crate::parallel::{reduce_into, Par};
@@ -9,23 +12,95 @@ use crate::parallel::{reduce_into, Par};
 /// Bytes of im2col buffer one chunk aims for (half of a Zen 4 L2).
 const CHUNK_BYTES: usize = 512 * 1024;
 
-/// A 3x3/stride 1/pad 1 convolution; weights are HWIO (`[3, 3, cin, cout]` = `[9*cin, cout]`).
+/// A convolution; weights are HWIO (`[kh, kw, cin, cout]` = `[kh*kw*cin, cout]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv3x3 {
-    /// Input (= output) height.
+pub struct Conv2d {
+    /// Input height.
     pub h: usize,
-    /// Input (= output) width.
+    /// Input width.
     pub w: usize,
     /// Input channels.
     pub cin: usize,
     /// Output channels.
     pub cout: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
 }
 
-impl Conv3x3 {
-    /// A convolution on `h x w` maps from `cin` to `cout` channels.
-    pub fn new(h: usize, w: usize, cin: usize, cout: usize) -> Self {
-        Conv3x3 { h, w, cin, cout }
+/// Which unfold a convolution uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unfold {
+    /// 1x1, stride 1, no padding: the input is the GEMM operand.
+    None,
+    /// 3x3, stride 1, padding 1: kernel rows are contiguous runs of the input.
+    Same3x3,
+    /// Anything else: one tap at a time.
+    General,
+}
+
+impl Conv2d {
+    /// A `k x k` convolution with `stride` and `pad` on `h x w` maps from `cin` to `cout` channels.
+    pub fn new(
+        h: usize,
+        w: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Self::rect(h, w, cin, cout, (k, k), stride, pad)
+    }
+
+    /// A `kh x kw` convolution (`kernel = (kh, kw)`).
+    pub fn rect(
+        h: usize,
+        w: usize,
+        cin: usize,
+        cout: usize,
+        kernel: (usize, usize),
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        assert!(
+            kernel.0 >= 1 && kernel.1 >= 1 && stride >= 1,
+            "conv: empty kernel or zero stride"
+        );
+        assert!(
+            h + 2 * pad >= kernel.0 && w + 2 * pad >= kernel.1,
+            "conv: kernel larger than the padded input"
+        );
+        Conv2d {
+            h,
+            w,
+            cin,
+            cout,
+            kh: kernel.0,
+            kw: kernel.1,
+            stride,
+            pad,
+        }
+    }
+
+    /// The 3x3/stride 1/pad 1 convolution that keeps the map size.
+    pub fn same3x3(h: usize, w: usize, cin: usize, cout: usize) -> Self {
+        Self::new(h, w, cin, cout, 3, 1, 1)
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }
 
     /// Input values per sample.
@@ -35,28 +110,110 @@ impl Conv3x3 {
 
     /// Output values per sample.
     pub fn out_len(&self) -> usize {
-        self.h * self.w * self.cout
+        self.oh() * self.ow() * self.cout
     }
 
-    /// GEMM inner dimension (im2col row length).
+    /// GEMM inner dimension (im2col row length) = fan-in of one output.
     pub fn k(&self) -> usize {
-        9 * self.cin
+        self.kh * self.kw * self.cin
     }
 
     /// Weight shape in storage order (HWIO).
     pub fn weight_shape(&self) -> Vec<usize> {
-        vec![3, 3, self.cin, self.cout]
+        vec![self.kh, self.kw, self.cin, self.cout]
+    }
+
+    fn unfold(&self) -> Unfold {
+        match (self.kh, self.kw, self.stride, self.pad) {
+            (1, 1, 1, 0) => Unfold::None,
+            (3, 3, 1, 1) => Unfold::Same3x3,
+            _ => Unfold::General,
+        }
     }
 
     /// Samples per chunk so that the im2col buffer is about `CHUNK_BYTES`.
     fn chunk(&self) -> usize {
-        (CHUNK_BYTES / (self.h * self.w * self.k() * 4)).clamp(1, 64)
+        (CHUNK_BYTES / (self.oh() * self.ow() * self.k() * 4).max(1)).clamp(1, 64)
     }
 
-    /// Unfolds `b` samples of `x` into `col` (`[b*h*w, 9*cin]`, column = (ky*3+kx)*cin + c).
+    /// Unfolds `b` samples of `x` into `col` (`[b*oh*ow, k]`, column = (ky*kw+kx)*cin + c).
     pub fn im2col(&self, x: &[f32], col: &mut [f32]) {
+        match self.unfold() {
+            Unfold::None => col.copy_from_slice(&x[..col.len()]),
+            Unfold::Same3x3 => self.im2col_same3x3(x, col),
+            Unfold::General => self.im2col_general(x, col),
+        }
+    }
+
+    /// Folds `dcol` back onto the input layout: `dx` is overwritten with the summed taps.
+    pub fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
+        match self.unfold() {
+            Unfold::None => dx.copy_from_slice(&dcol[..dx.len()]),
+            Unfold::Same3x3 => self.col2im_same3x3(dcol, dx),
+            Unfold::General => self.col2im_general(dcol, dx),
+        }
+    }
+
+    /// Input offset of tap (ky, kx) of output (oy, ox), or None where it falls in the padding.
+    #[inline]
+    fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then(|| (iy * self.w + ix) * self.cin)
+    }
+
+    fn im2col_general(&self, x: &[f32], col: &mut [f32]) {
+        let (c, k, il) = (self.cin, self.k(), self.in_len());
+        let (oh, ow) = (self.oh(), self.ow());
+        let b = col.len() / (oh * ow * k);
+        for s in 0..b {
+            let xs = &x[s * il..(s + 1) * il];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut col[((s * oh + oy) * ow + ox) * k..][..k];
+                    for ky in 0..self.kh {
+                        for kx in 0..self.kw {
+                            let dst = &mut row[(ky * self.kw + kx) * c..][..c];
+                            match self.tap(oy, ox, ky, kx) {
+                                Some(o) => dst.copy_from_slice(&xs[o..o + c]),
+                                None => dst.fill(0.0),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn col2im_general(&self, dcol: &[f32], dx: &mut [f32]) {
+        let (c, k, il) = (self.cin, self.k(), self.in_len());
+        let (oh, ow) = (self.oh(), self.ow());
+        dx.fill(0.0);
+        let b = dx.len() / il;
+        for s in 0..b {
+            let xs = &mut dx[s * il..(s + 1) * il];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &dcol[((s * oh + oy) * ow + ox) * k..][..k];
+                    for ky in 0..self.kh {
+                        for kx in 0..self.kw {
+                            if let Some(o) = self.tap(oy, ox, ky, kx) {
+                                let src = &row[(ky * self.kw + kx) * c..][..c];
+                                for (d, &v) in xs[o..o + c].iter_mut().zip(src) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// 3x3/stride 1/pad 1 unfold: each kernel row of an interior pixel is one contiguous copy.
+    fn im2col_same3x3(&self, x: &[f32], col: &mut [f32]) {
         let (h, w, c, k) = (self.h, self.w, self.cin, self.k());
-        let b = x.len() / self.in_len();
+        let b = col.len() / (h * w * k);
         for s in 0..b {
             let xs = &x[s * self.in_len()..(s + 1) * self.in_len()];
             for oy in 0..h {
@@ -92,8 +249,8 @@ impl Conv3x3 {
         }
     }
 
-    /// Folds `dcol` back onto the input layout: `dx` is overwritten with the summed taps.
-    pub fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
+    /// Inverse of [`Conv2d::im2col_same3x3`], summing overlapping taps.
+    fn col2im_same3x3(&self, dcol: &[f32], dx: &mut [f32]) {
         let (h, w, c, k) = (self.h, self.w, self.cin, self.k());
         dx.fill(0.0);
         let b = dx.len() / self.in_len();
@@ -131,29 +288,42 @@ impl Conv3x3 {
         }
     }
 
-    /// `y = conv(x) + bias` for `n` samples.
+    /// `y = conv(x) + bias` for `n` samples (no bias term when `bias` is None).
     pub fn forward(
         &self,
         par: &Par,
         x: &[f32],
         n: usize,
         weight: &[f32],
-        bias: &[f32],
+        bias: Option<&[f32]>,
         y: &mut [f32],
     ) {
-        let (hw, k, cout) = (self.h * self.w, self.k(), self.cout);
+        let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
+        let unfold = self.unfold();
         par.run_split(n, &mut y[..n * ol], ol, |r, yp| {
-            let mut col = vec![0.0f32; chunk.min(r.len()) * hw * k];
+            let mut col = match unfold {
+                Unfold::None => Vec::new(),
+                _ => vec![0.0f32; chunk.min(r.len()) * hw * k],
+            };
             let mut s = r.start;
             while s < r.end {
                 let b = chunk.min(r.end - s);
-                let col = &mut col[..b * hw * k];
-                self.im2col(&x[s * il..(s + b) * il], col);
+                let xs = &x[s * il..(s + b) * il];
+                let lhs: &[f32] = match unfold {
+                    Unfold::None => xs,
+                    _ => {
+                        let col = &mut col[..b * hw * k];
+                        self.im2col(xs, col);
+                        col
+                    }
+                };
                 let yc = &mut yp[(s - r.start) * ol..(s - r.start + b) * ol];
-                for row in yc.chunks_exact_mut(cout) {
-                    row.copy_from_slice(bias);
+                if let Some(bias) = bias {
+                    for row in yc.chunks_exact_mut(cout) {
+                        row.copy_from_slice(bias);
+                    }
                 }
                 matmul(
                     b * hw,
@@ -161,8 +331,8 @@ impl Conv3x3 {
                     k,
                     yc,
                     cout,
-                    true,
-                    MatRef::rows(col, k),
+                    bias.is_some(),
+                    MatRef::rows(lhs, k),
                     MatRef::rows(weight, cout),
                 );
                 s += b;
@@ -170,7 +340,8 @@ impl Conv3x3 {
         });
     }
 
-    /// Writes `dweight`, `dbias` and (if asked) `dx` from the output gradient `dy`.
+    /// Writes `dweight`, `dbias` (if the convolution has a bias) and (if asked) `dx` from the
+    /// output gradient `dy`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -180,13 +351,15 @@ impl Conv3x3 {
         n: usize,
         weight: &[f32],
         dweight: &mut [f32],
-        dbias: &mut [f32],
+        dbias: Option<&mut [f32]>,
         dx: Option<&mut [f32]>,
     ) {
-        let (hw, k, cout) = (self.h * self.w, self.k(), self.cout);
+        let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
+        let unfold = self.unfold();
         let want_dx = dx.is_some();
+        let want_db = dbias.is_some();
         let mut empty: [f32; 0] = [];
         let (dx_buf, dx_stride) = match dx {
             Some(d) => (&mut d[..n * il], il),
@@ -194,16 +367,27 @@ impl Conv3x3 {
         };
         let parts = par.run_split(n, dx_buf, dx_stride, |r, dxp| {
             let m = chunk.min(r.len()) * hw * k;
-            let mut col = vec![0.0f32; m];
-            let mut dcol = if want_dx { vec![0.0f32; m] } else { Vec::new() };
+            let unfolds = unfold != Unfold::None;
+            let mut col = if unfolds { vec![0.0f32; m] } else { Vec::new() };
+            let mut dcol = if want_dx && unfolds {
+                vec![0.0f32; m]
+            } else {
+                Vec::new()
+            };
             let mut dw = vec![0.0f32; k * cout];
-            let mut db = vec![0.0f32; cout];
+            let mut db = vec![0.0f32; if want_db { cout } else { 0 }];
             let mut s = r.start;
             while s < r.end {
                 let b = chunk.min(r.end - s);
                 let rows = b * hw;
-                let col = &mut col[..rows * k];
-                self.im2col(&x[s * il..(s + b) * il], col);
+                let xs = &x[s * il..(s + b) * il];
+                let lhs: &[f32] = if unfolds {
+                    let col = &mut col[..rows * k];
+                    self.im2col(xs, col);
+                    col
+                } else {
+                    xs
+                };
                 let dyc = &dy[s * ol..(s + b) * ol];
                 // dW += col^T * dy (gemm reads the transpose through strides, no copy)
                 matmul(
@@ -213,37 +397,46 @@ impl Conv3x3 {
                     &mut dw,
                     cout,
                     true,
-                    MatRef::transposed(col, k),
+                    MatRef::transposed(lhs, k),
                     MatRef::rows(dyc, cout),
                 );
-                for row in dyc.chunks_exact(cout) {
-                    for (a, &v) in db.iter_mut().zip(row) {
-                        *a += v;
+                if want_db {
+                    for row in dyc.chunks_exact(cout) {
+                        for (a, &v) in db.iter_mut().zip(row) {
+                            *a += v;
+                        }
                     }
                 }
                 if want_dx {
-                    let dcol = &mut dcol[..rows * k];
+                    let dxc = &mut dxp[(s - r.start) * il..(s - r.start + b) * il];
+                    // without an unfold, dcol is dx itself
+                    let dst: &mut [f32] = if unfolds { &mut dcol[..rows * k] } else { dxc };
                     matmul(
                         rows,
                         k,
                         cout,
-                        dcol,
+                        dst,
                         k,
                         false,
                         MatRef::rows(dyc, cout),
                         MatRef::transposed(weight, cout),
                     );
-                    self.col2im(dcol, &mut dxp[(s - r.start) * il..(s - r.start + b) * il]);
+                    if unfolds {
+                        let dxc = &mut dxp[(s - r.start) * il..(s - r.start + b) * il];
+                        self.col2im(&dcol[..rows * k], dxc);
+                    }
                 }
                 s += b;
             }
             (dw, db)
         });
         dweight.fill(0.0);
-        dbias.fill(0.0);
         let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         reduce_into(dweight, &dws);
-        reduce_into(dbias, &dbs);
+        if let Some(dbias) = dbias {
+            dbias.fill(0.0);
+            reduce_into(dbias, &dbs);
+        }
     }
 }
 
@@ -252,76 +445,129 @@ mod tests {
     use super::*;
     use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
 
+    /// The shapes the models use, each unfold path included.
+    fn shapes() -> Vec<Conv2d> {
+        vec![
+            Conv2d::same3x3(5, 4, 3, 4),
+            Conv2d::new(5, 4, 3, 4, 1, 1, 0),
+            Conv2d::new(7, 6, 2, 3, 3, 2, 1),
+            Conv2d::new(7, 7, 3, 2, 1, 2, 0),
+            Conv2d::rect(6, 5, 2, 3, (2, 3), 1, 0),
+            Conv2d::new(9, 9, 2, 3, 5, 2, 2),
+            Conv2d::new(11, 11, 3, 2, 7, 4, 3),
+        ]
+    }
+
+    /// Direct convolution in f64: the definition the GEMM formulation must equal.
+    fn direct(conv: &Conv2d, x: &[f32], n: usize, w: &[f32], b: Option<&[f32]>) -> Vec<f64> {
+        let (oh, ow) = (conv.oh(), conv.ow());
+        let mut y = vec![0.0f64; n * conv.out_len()];
+        for s in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for o in 0..conv.cout {
+                        let mut acc = b.map_or(0.0, |b| b[o] as f64);
+                        for ky in 0..conv.kh {
+                            for kx in 0..conv.kw {
+                                let iy = (oy * conv.stride + ky) as isize - conv.pad as isize;
+                                let ix = (ox * conv.stride + kx) as isize - conv.pad as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= conv.h as isize
+                                    || ix >= conv.w as isize
+                                {
+                                    continue;
+                                }
+                                for c in 0..conv.cin {
+                                    let xv = x[s * conv.in_len()
+                                        + (iy as usize * conv.w + ix as usize) * conv.cin
+                                        + c];
+                                    let wv =
+                                        w[((ky * conv.kw + kx) * conv.cin + c) * conv.cout + o];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[s * conv.out_len() + (oy * ow + ox) * conv.cout + o] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
     #[test]
     fn conv_backward_matches_finite_differences() {
-        let conv = Conv3x3::new(5, 4, 3, 4);
-        let n = 3;
-        let x = rand_vec(1, n * conv.in_len(), 1.0);
-        let w = rand_vec(2, 9 * 3 * 4, 0.3);
-        let b = rand_vec(3, 4, 0.1);
-        let r = rand_vec(4, n * conv.out_len(), 1.0);
-        for threads in [1, 2] {
-            let par = Par::new(threads);
-            let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
-                let mut y = vec![0.0; n * conv.out_len()];
-                conv.forward(&par, x, n, w, b, &mut y);
-                y
-            };
-            let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; 4], vec![0.0; x.len()]);
-            conv.backward(&par, &x, &r, n, &w, &mut dw, &mut db, Some(&mut dx));
-            assert_close(
-                &dx,
-                &numeric_grad(&x, &r, |x| fwd(x, &w, &b)),
-                1e-2,
-                "conv dx",
-            );
-            assert_close(
-                &dw,
-                &numeric_grad(&w, &r, |w| fwd(&x, w, &b)),
-                1e-2,
-                "conv dw",
-            );
-            assert_close(
-                &db,
-                &numeric_grad(&b, &r, |b| fwd(&x, &w, b)),
-                1e-2,
-                "conv db",
-            );
+        for conv in shapes() {
+            let n = 3;
+            let x = rand_vec(1, n * conv.in_len(), 1.0);
+            let w = rand_vec(2, conv.k() * conv.cout, 0.3);
+            let b = rand_vec(3, conv.cout, 0.1);
+            let r = rand_vec(4, n * conv.out_len(), 1.0);
+            for threads in [1, 2] {
+                let par = Par::new(threads);
+                let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
+                    let mut y = vec![0.0; n * conv.out_len()];
+                    conv.forward(&par, x, n, w, Some(b), &mut y);
+                    y
+                };
+                let (mut dw, mut db, mut dx) =
+                    (vec![0.0; w.len()], vec![0.0; conv.cout], vec![7.0; x.len()]);
+                conv.backward(&par, &x, &r, n, &w, &mut dw, Some(&mut db), Some(&mut dx));
+                let what = format!("{conv:?} threads {threads}");
+                assert_close(
+                    &dx,
+                    &numeric_grad(&x, &r, |x| fwd(x, &w, &b)),
+                    1e-2,
+                    &format!("dx {what}"),
+                );
+                assert_close(
+                    &dw,
+                    &numeric_grad(&w, &r, |w| fwd(&x, w, &b)),
+                    1e-2,
+                    &format!("dw {what}"),
+                );
+                assert_close(
+                    &db,
+                    &numeric_grad(&b, &r, |b| fwd(&x, &w, b)),
+                    1e-2,
+                    &format!("db {what}"),
+                );
+                // without a bias (ResNet convolutions) the other gradients are the same
+                let (mut dw2, mut dx2) = (vec![1.0; w.len()], vec![1.0; x.len()]);
+                conv.backward(&par, &x, &r, n, &w, &mut dw2, None, Some(&mut dx2));
+                assert_eq!((&dw2, &dx2), (&dw, &dx), "{what}");
+            }
         }
     }
 
     #[test]
     fn conv_forward_matches_direct_convolution() {
-        let conv = Conv3x3::new(6, 7, 2, 3);
-        let n = 2;
-        let x = rand_vec(5, n * conv.in_len(), 1.0);
-        let w = rand_vec(6, 9 * 2 * 3, 0.5);
-        let b = vec![0.1, -0.2, 0.3];
-        let mut y = vec![0.0; n * conv.out_len()];
-        conv.forward(&Par::new(2), &x, n, &w, &b, &mut y);
-        for s in 0..n {
-            for oy in 0..6isize {
-                for ox in 0..7isize {
-                    for o in 0..3 {
-                        let mut acc = b[o] as f64;
-                        for ky in 0..3isize {
-                            for kx in 0..3isize {
-                                let (iy, ix) = (oy + ky - 1, ox + kx - 1);
-                                if !(0..6).contains(&iy) || !(0..7).contains(&ix) {
-                                    continue;
-                                }
-                                for c in 0..2 {
-                                    let xv = x[s * 84 + (iy as usize * 7 + ix as usize) * 2 + c];
-                                    let wv = w[((ky * 3 + kx) as usize * 2 + c) * 3 + o];
-                                    acc += (xv * wv) as f64;
-                                }
-                            }
-                        }
-                        let got = y[s * 126 + (oy as usize * 7 + ox as usize) * 3 + o];
-                        assert!((got as f64 - acc).abs() < 1e-4, "{got} vs {acc}");
-                    }
+        for conv in shapes() {
+            let n = 2;
+            let x = rand_vec(5, n * conv.in_len(), 1.0);
+            let w = rand_vec(6, conv.k() * conv.cout, 0.5);
+            let b = rand_vec(7, conv.cout, 0.3);
+            for bias in [Some(&b[..]), None] {
+                let mut y = vec![f32::NAN; n * conv.out_len()];
+                conv.forward(&Par::new(2), &x, n, &w, bias, &mut y);
+                let want = direct(&conv, &x, n, &w, bias);
+                for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got as f64 - want).abs() < 1e-4,
+                        "{conv:?}[{i}]: {got} vs {want}"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn output_sizes_follow_the_usual_formula() {
+        // AlexNet conv1 on 224x224 and ResNet-50 conv1: the sizes the full-size models rely on
+        assert_eq!(Conv2d::new(224, 224, 3, 96, 11, 4, 2).oh(), 55);
+        assert_eq!(Conv2d::new(224, 224, 3, 64, 7, 2, 3).ow(), 112);
+        assert_eq!(Conv2d::new(56, 56, 64, 128, 1, 2, 0).oh(), 28);
+        assert_eq!(Conv2d::new(7, 7, 1, 1, 3, 2, 1).oh(), 4);
     }
 }

@@ -10,10 +10,24 @@ pub fn softmax_cross_entropy(
     grad_scale: f32,
     dlogits: &mut [f32],
 ) -> (f64, usize) {
+    softmax_cross_entropy_smoothed(logits, labels, classes, 0.0, grad_scale, dlogits)
+}
+
+/// [`softmax_cross_entropy`] against label-smoothed targets `(1 - s) * onehot + s / classes`
+/// (PyTorch's `label_smoothing = s`): the gradient is `grad_scale * (softmax - target) / n`.
+pub fn softmax_cross_entropy_smoothed(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    smoothing: f32,
+    grad_scale: f32,
+    dlogits: &mut [f32],
+) -> (f64, usize) {
     let n = labels.len();
     let mut total = 0.0f64;
     let mut correct = 0;
     let k = grad_scale / n.max(1) as f32;
+    let off = smoothing / classes as f32;
     for ((z, d), &y) in logits
         .chunks_exact(classes)
         .zip(dlogits.chunks_exact_mut(classes))
@@ -27,11 +41,18 @@ pub fn softmax_cross_entropy(
             *dv = e;
             sum += e;
         }
-        total += (sum.ln() + max - z[y]) as f64;
-        for dv in d.iter_mut() {
-            *dv = *dv / sum * k;
+        let lse = sum.ln() + max;
+        let mut loss = lse - z[y];
+        if smoothing != 0.0 {
+            // -sum_k target_k log p_k = (1 - s)(lse - z_y) + (s / K) sum_k (lse - z_k)
+            let mean_nll = z.iter().map(|&v| lse - v).sum::<f32>() / classes as f32;
+            loss = (1.0 - smoothing) * loss + smoothing * mean_nll;
         }
-        d[y] -= k;
+        total += loss as f64;
+        for dv in d.iter_mut() {
+            *dv = (*dv / sum - off) * k;
+        }
+        d[y] -= (1.0 - smoothing) * k;
         if argmax(z) == y {
             correct += 1;
         }
@@ -99,5 +120,45 @@ mod tests {
     fn argmax_and_counting() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
         assert_eq!(count_correct(&[0.0, 1.0, 5.0, 1.0], &[1, 1], 2), 1);
+    }
+
+    #[test]
+    fn smoothed_ce_matches_finite_differences_and_its_definition() {
+        let (n, k) = (5, 10);
+        let z = rand_vec(52, n * k, 3.0);
+        let labels: Vec<u8> = (0..n).map(|i| (i * 7 % k) as u8).collect();
+        let s = 0.1f32;
+        let mut d = vec![0.0; n * k];
+        let (loss, _) = softmax_cross_entropy_smoothed(&z, &labels, k, s, 1.0, &mut d);
+        // the definition, in f64: -sum_k ((1-s) onehot + s/K) log softmax
+        let mut want = 0.0f64;
+        for (row, &y) in z.chunks_exact(k).zip(&labels) {
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            for (j, &v) in row.iter().enumerate() {
+                let t = s as f64 / k as f64 + if j == y as usize { 1.0 - s as f64 } else { 0.0 };
+                want -= t * (v as f64 - lse);
+            }
+        }
+        want /= n as f64;
+        assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+        let mut zp = z.clone();
+        let mut scratch = vec![0.0; n * k];
+        let eps = 1e-2f32;
+        let num: Vec<f32> = (0..n * k)
+            .map(|i| {
+                zp[i] = z[i] + eps;
+                let lp = softmax_cross_entropy_smoothed(&zp, &labels, k, s, 1.0, &mut scratch).0;
+                zp[i] = z[i] - eps;
+                let lm = softmax_cross_entropy_smoothed(&zp, &labels, k, s, 1.0, &mut scratch).0;
+                zp[i] = z[i];
+                ((lp - lm) / (2.0 * eps as f64)) as f32
+            })
+            .collect();
+        assert_close(&d, &num, 1e-2, "smoothed ce dlogits");
+        // smoothing 0 is the plain loss, bit for bit
+        let (mut a, mut b) = (vec![0.0; n * k], vec![0.0; n * k]);
+        let l0 = softmax_cross_entropy_smoothed(&z, &labels, k, 0.0, 8.0, &mut a);
+        let l1 = softmax_cross_entropy(&z, &labels, k, 8.0, &mut b);
+        assert_eq!((l0, a), (l1, b));
     }
 }

@@ -6,10 +6,12 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
+pub mod gap;
 pub mod linear;
 pub mod loss;
 pub mod pool;
 pub mod relu;
+pub mod residual;
 
 #[cfg(test)]
 pub(crate) mod gradcheck;

@@ -1,4 +1,6 @@
-//! 2x2 max pooling with stride 2 on NHWC maps (odd sizes are floored: 7 -> 3).
+//! Max pooling on NHWC maps: the 2x2/stride-2 pool of the proxies (odd sizes are floored:
+//! 7 -> 3) and the general `k x k` pool with stride and padding of the full-size models
+//! (overlapping 3x3/stride-2 windows in AlexNet and ResNet-50).
 
 use crate::parallel::Par;
 
@@ -105,6 +107,137 @@ impl MaxPool2 {
     }
 }
 
+/// A `k x k` max pool with `stride` and `pad` (padded taps never win) over `h x w x c` maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool {
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+    /// Window side.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on every side.
+    pub pad: usize,
+}
+
+impl MaxPool {
+    /// A pool over `h x w x c` inputs; the window index fits the `u8` tap record (k <= 15).
+    pub fn new(h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> Self {
+        assert!(
+            (1..=15).contains(&k) && stride >= 1 && pad < k,
+            "max pool: bad window"
+        );
+        assert!(
+            h + 2 * pad >= k && w + 2 * pad >= k,
+            "max pool: window larger than input"
+        );
+        MaxPool {
+            h,
+            w,
+            c,
+            k,
+            stride,
+            pad,
+        }
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Input values per sample.
+    pub fn in_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// Output values per sample.
+    pub fn out_len(&self) -> usize {
+        self.oh() * self.ow() * self.c
+    }
+
+    /// Input pixel of tap `t` (= ky*k + kx) of output (py, px), if inside the map.
+    #[inline]
+    fn pixel(&self, py: usize, px: usize, t: usize) -> Option<usize> {
+        let iy = (py * self.stride + t / self.k).checked_sub(self.pad)?;
+        let ix = (px * self.stride + t % self.k).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+    }
+
+    /// Writes the window maxima to `y` and the winning tap (first max on ties) to `arg`.
+    pub fn forward(&self, par: &Par, x: &[f32], n: usize, y: &mut [f32], arg: &mut [u8]) {
+        let (c, ol, il) = (self.c, self.out_len(), self.in_len());
+        let (oh, ow) = (self.oh(), self.ow());
+        par.run_split2(
+            n,
+            &mut y[..n * ol],
+            ol,
+            &mut arg[..n * ol],
+            ol,
+            |r, yp, ap| {
+                for (k, s) in r.clone().enumerate() {
+                    let xs = &x[s * il..(s + 1) * il];
+                    for py in 0..oh {
+                        for px in 0..ow {
+                            let o = k * ol + (py * ow + px) * c;
+                            let (ym, am) = (&mut yp[o..o + c], &mut ap[o..o + c]);
+                            ym.fill(f32::NEG_INFINITY);
+                            am.fill(0);
+                            for t in 0..self.k * self.k {
+                                if let Some(p) = self.pixel(py, px, t) {
+                                    for ((m, a), &v) in ym
+                                        .iter_mut()
+                                        .zip(am.iter_mut())
+                                        .zip(&xs[p * c..(p + 1) * c])
+                                    {
+                                        if v > *m {
+                                            *m = v;
+                                            *a = t as u8;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    /// Routes each output gradient to the tap that won (summed where windows overlap);
+    /// `dx` is fully overwritten.
+    pub fn backward(&self, par: &Par, dy: &[f32], arg: &[u8], n: usize, dx: &mut [f32]) {
+        let (c, ol, il) = (self.c, self.out_len(), self.in_len());
+        let (oh, ow) = (self.oh(), self.ow());
+        par.run_split(n, &mut dx[..n * il], il, |r, dp| {
+            dp.fill(0.0);
+            for (k, s) in r.clone().enumerate() {
+                let dxs = &mut dp[k * il..(k + 1) * il];
+                for py in 0..oh {
+                    for px in 0..ow {
+                        let o = s * ol + (py * ow + px) * c;
+                        for j in 0..c {
+                            // the winner is always inside the map: a padded tap is never > a real one
+                            if let Some(p) = self.pixel(py, px, arg[o + j] as usize) {
+                                dxs[p * c + j] += dy[o + j];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +268,45 @@ mod tests {
             p.backward(&par, &r, &a, n, &mut dx);
             assert_close(&dx, &numeric_grad(&x, &r, f), 1e-2, "pool dx");
         }
+    }
+
+    #[test]
+    fn general_pool_backward_matches_finite_differences() {
+        // overlapping 3x3/2 (AlexNet), padded 3x3/2 (ResNet-50 stem), and 2x2/2
+        for (h, w, k, s, pad) in [(7, 7, 3, 2, 0), (6, 5, 3, 2, 1), (4, 6, 2, 2, 0)] {
+            let p = MaxPool::new(h, w, 3, k, s, pad);
+            let n = 2;
+            let len = n * p.in_len();
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % len) as f32 * 0.05 - 1.0)
+                .collect();
+            let r: Vec<f32> = (0..n * p.out_len())
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let par = Par::new(2);
+            let f = |x: &[f32]| {
+                let mut y = vec![0.0; n * p.out_len()];
+                let mut a = vec![0u8; n * p.out_len()];
+                p.forward(&par, x, n, &mut y, &mut a);
+                y
+            };
+            let mut y = vec![0.0; n * p.out_len()];
+            let mut a = vec![0u8; n * p.out_len()];
+            p.forward(&par, &x, n, &mut y, &mut a);
+            assert!(y.iter().all(|v| v.is_finite()), "a window saw only padding");
+            let mut dx = vec![1.0; len];
+            p.backward(&par, &r, &a, n, &mut dx);
+            assert_close(&dx, &numeric_grad(&x, &r, f), 1e-2, "max pool dx");
+            if (k, s, pad) == (2, 2, 0) {
+                // the same as the proxies' fast 2x2 pool
+                let q = MaxPool2::new(h, w, 3);
+                let mut y2 = vec![0.0; n * q.out_len()];
+                let mut a2 = vec![0u8; n * q.out_len()];
+                q.forward(&par, &x, n, &mut y2, &mut a2);
+                assert_eq!(y, y2);
+            }
+        }
+        assert_eq!(MaxPool::new(55, 55, 1, 3, 2, 0).oh(), 27);
+        assert_eq!(MaxPool::new(112, 112, 1, 3, 2, 1).oh(), 56);
     }
 }

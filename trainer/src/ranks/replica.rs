@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::CLASSES;
-use crate::layers::loss::softmax_cross_entropy;
+use crate::layers::loss::softmax_cross_entropy_smoothed;
 use crate::model::{GradReady, Model};
 use crate::parallel::Par;
 use crate::precision::{round_counting, HalfFormat, Underflow};
@@ -24,6 +24,8 @@ pub struct Replica {
     pub dropout_rng: ChaCha8Rng,
     /// The rank's compute threads.
     pub par: Par,
+    /// Label smoothing of the loss (0 = plain cross-entropy).
+    pub label_smoothing: f32,
     dlogits: Vec<f32>,
 }
 
@@ -36,6 +38,7 @@ impl Replica {
             model,
             dropout_rng,
             par: Par::new(threads),
+            label_smoothing: 0.0,
             dlogits: Vec::new(),
         }
     }
@@ -56,7 +59,15 @@ impl Replica {
             .model
             .forward(&self.par, images, n, Some(&mut self.dropout_rng), fmt);
         self.dlogits.resize(n * CLASSES, 0.0);
-        softmax_cross_entropy(logits, labels, CLASSES, grad_scale, &mut self.dlogits).0
+        softmax_cross_entropy_smoothed(
+            logits,
+            labels,
+            CLASSES,
+            self.label_smoothing,
+            grad_scale,
+            &mut self.dlogits,
+        )
+        .0
     }
 
     /// Backward pass of the last forward, announcing each gradient when final.

@@ -1,0 +1,74 @@
+//! Residual addition `y = x + skip`, optionally fused with the ReLU that follows it in a
+//! residual block (one pass over the block output instead of two).
+
+use crate::parallel::Par;
+
+/// `y = x + skip` (then `max(y, 0)` if `relu`).
+pub fn forward(par: &Par, x: &[f32], skip: &[f32], y: &mut [f32], relu: bool) {
+    let n = y.len();
+    par.run_split(n, y, 1, |r, yp| {
+        for ((o, &a), &b) in yp.iter_mut().zip(&x[r.clone()]).zip(&skip[r]) {
+            let v = a + b;
+            *o = if relu { v.max(0.0) } else { v };
+        }
+    });
+}
+
+/// In place: `grad` holds dL/dy on entry and dL/d(sum) on return, the gradient both inputs
+/// receive unchanged; with `relu_out = Some(y)` the fused ReLU's mask is applied first.
+pub fn backward(par: &Par, relu_out: Option<&[f32]>, grad: &mut [f32]) {
+    if let Some(y) = relu_out {
+        let n = grad.len();
+        par.run_split(n, grad, 1, |r, gp| {
+            // the gradient at exactly 0 is taken as 0, as in PyTorch
+            for (g, &v) in gp.iter_mut().zip(&y[r]) {
+                *g = if v > 0.0 { *g } else { 0.0 };
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
+
+    #[test]
+    fn residual_backward_matches_finite_differences() {
+        let len = 300;
+        // keep the sum away from the ReLU kink so the finite difference is valid
+        let x = rand_vec(31, len, 1.0);
+        let skip: Vec<f32> = rand_vec(32, len, 1.0)
+            .iter()
+            .zip(&x)
+            .map(|(&s, &a)| if (a + s).abs() < 0.05 { s + 0.2 } else { s })
+            .collect();
+        let r = rand_vec(33, len, 1.0);
+        let par = Par::new(2);
+        for relu in [false, true] {
+            let f = |a: &[f32], b: &[f32]| {
+                let mut y = vec![0.0; len];
+                forward(&par, a, b, &mut y, relu);
+                y
+            };
+            let y = f(&x, &skip);
+            if relu {
+                assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+            }
+            let mut g = r.clone();
+            backward(&par, relu.then_some(&y[..]), &mut g);
+            assert_close(
+                &g,
+                &numeric_grad(&x, &r, |a| f(a, &skip)),
+                1e-2,
+                "residual dx",
+            );
+            assert_close(
+                &g,
+                &numeric_grad(&skip, &r, |b| f(&x, b)),
+                1e-2,
+                "residual dskip",
+            );
+        }
+    }
+}
