@@ -4,6 +4,9 @@
 //! memory for CPU ranks (threads of one process) and NCCL for GPU ranks. The all-reduce
 //! algorithms (flat ring, hierarchical, hybrid) are chosen by [`Algorithm`].
 
+pub mod gpu_probe;
+pub mod nccl;
+
 use half::{bf16, f16};
 
 /// A buffer to be reduced, in the element type it travels in.
