@@ -116,6 +116,10 @@ pub enum Command {
         jizhi-tune reproduce --only a,c --jobs 2     two at a time, sharing the cores\n  \
         jizhi-tune reproduce --out table.json        the table as JSON too")]
     Reproduce(crate::reproduce::ReproduceArgs),
+    /// Check the NCCL collectives on this machine's GPUs; prints one JSON line of the results.
+    #[command(after_help = "Example:\n  jizhi-tune gpu-check\n\n\
+        Exits non-zero, saying why, on a machine without a usable GPU.")]
+    GpuCheck(crate::gpu_check::GpuCheckArgs),
     /// Validate a search-space file and print the planned stages, without running anything.
     #[command(after_help = "Example:\n  jizhi-tune plan search-spaces/alexnet64k.toml")]
     Plan {

@@ -34,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Store(command)) => crate::store_cmd::run(&command),
         Some(Command::Bench(command)) => crate::bench::run(&command),
         Some(Command::Reproduce(args)) => crate::reproduce::run(&args),
+        Some(Command::GpuCheck(args)) => crate::gpu_check::run(&args),
         None => {
             let space = cli
                 .space

@@ -11,6 +11,7 @@ mod dashboard;
 mod drift;
 mod fork;
 mod format;
+mod gpu_check;
 mod import;
 mod plan;
 mod progress;

@@ -35,6 +35,9 @@ mod tests;
 
 pub use shared::{in_process, SharedMemoryRank};
 
+pub mod gpu_probe;
+pub mod nccl;
+
 use half::{bf16, f16};
 
 /// A buffer to be reduced, in the element type it travels in.
