@@ -183,10 +183,11 @@ impl BenchElement for bf16 {
 }
 
 /// Runs `world` ranks, one thread each with its own buffer of `len` elements (touched first by
-/// that thread). For every job, every rank runs `work` `warmup + reps` times; rank 0 times each
-/// timed run from a common start (an empty all-reduce, i.e. a barrier) to the end of its
-/// `work`, which ends with a collective, so the time covers every rank. `report` gets each
-/// job's samples, in seconds, as soon as they are measured.
+/// that thread). In each of `warmup + reps` rounds every rank runs `work` once per job, the
+/// jobs back to back, so a slow spell of a shared machine hits every job alike. Rank 0 times
+/// each run from a common start (an empty all-reduce, i.e. a barrier) to the end of its `work`,
+/// which ends with a collective, so the time covers every rank. `report` gets every job's
+/// samples, in seconds, once the rounds are done.
 pub fn time_on_ranks<T: BenchElement, J: Sync>(
     world: usize,
     algorithm: Algorithm,
@@ -205,27 +206,38 @@ pub fn time_on_ranks<T: BenchElement, J: Sync>(
                 let (tx, work) = (tx.clone(), &work);
                 s.spawn(move || -> Result<()> {
                     let mut buf = vec![T::of(1.0); len];
-                    for (j, job) in jobs.iter().enumerate() {
-                        let mut samples = Vec::with_capacity(reps);
-                        for rep in 0..warmup + reps {
+                    let mut samples = vec![Vec::with_capacity(reps); jobs.len()];
+                    for round in 0..warmup + reps {
+                        for (j, job) in jobs.iter().enumerate() {
                             rank.all_reduce(T::payload(&mut []))?;
                             let start = Instant::now();
                             work(&mut rank, &mut buf, job)?;
-                            if rep >= warmup {
-                                samples.push(start.elapsed().as_secs_f64());
+                            if round >= warmup {
+                                samples[j].push(start.elapsed().as_secs_f64());
                             }
                         }
                         if rank.rank() == 0 {
-                            let _ = tx.send((j, samples));
+                            eprint!(
+                                "\r  {world} ranks, {}: round {}/{}   ",
+                                describe(algorithm),
+                                round + 1,
+                                warmup + reps
+                            );
                         }
+                    }
+                    if rank.rank() == 0 {
+                        eprint!("\r{:60}\r", "");
+                        let _ = tx.send(samples);
                     }
                     Ok(())
                 })
             })
             .collect();
         drop(tx);
-        for (j, samples) in rx {
-            report(j, samples);
+        for samples in rx {
+            for (j, s) in samples.into_iter().enumerate() {
+                report(j, s);
+            }
         }
         for (r, handle) in running.into_iter().enumerate() {
             handle
