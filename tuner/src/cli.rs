@@ -21,7 +21,9 @@ use std::path::PathBuf;
         jizhi-tune store check runs/alexnet64k                what is intact in a store\n  \
         jizhi-tune bench train                                training throughput\n  \
         jizhi-tune bench store                                what the store costs\n  \
-        jizhi-tune reproduce                                  the seed's experiments on the proxy"
+        jizhi-tune reproduce                                  the seed's experiments on the proxy\n  \
+        jizhi-tune bench allreduce                            all-reduce bus bandwidth vs memcpy\n  \
+        jizhi-tune bench fusion                               fused vs unfused gradient all-reduce"
 )]
 pub struct Cli {
     /// Search-space file of the study to run or resume.

@@ -65,39 +65,43 @@ impl<'a, T: Element> Exchange<'a, T> {
         (self.sync)()
     }
 
-    /// `own[range] = own[range] + srcs[0][range] + srcs[1][range] + ...`, one rounded hop per
-    /// source, in the order given.
+    /// `own[range] = own[range] + srcs[0][range] + srcs[1][range] + ...` (one rounded hop per
+    /// source, in the order given), then the sum is stored into `range` of every buffer in
+    /// `dests` too. A block at a time, so the stores read the sum from cache, and a destination
+    /// that is also a source has the lines already (no extra read for ownership).
     ///
     /// # Safety
     /// Until the next [`Exchange::sync`], no rank writes `range` of a buffer in `srcs`, and no
-    /// other rank reads or writes `range` of this rank's buffer.
-    pub(super) unsafe fn reduce(&self, range: Range<usize>, srcs: &[usize]) {
-        assert!(range.end <= self.len && srcs.iter().all(|&s| s != self.rank && s < self.world));
+    /// other rank reads or writes `range` of this rank's buffer or of a buffer in `dests`.
+    pub(super) unsafe fn reduce(&self, range: Range<usize>, srcs: &[usize], dests: &[usize]) {
+        let peers = srcs.iter().chain(dests);
+        assert!(range.end <= self.len && peers.clone().all(|&s| s != self.rank && s < self.world));
         let block = (REDUCE_BLOCK_BYTES / std::mem::size_of::<T>()).max(1);
         let mut start = range.start;
         while start < range.end {
             let end = (start + block).min(range.end);
             // SAFETY: the caller guarantees exclusive access to this range of our buffer.
-            let dst = unsafe { self.slice_mut(self.rank, start..end) };
+            let sum = unsafe { self.slice_mut(self.rank, start..end) };
             for &src in srcs {
                 // SAFETY: the caller guarantees nobody writes this range of `src` meanwhile.
-                T::accumulate(dst, unsafe { self.slice(src, start..end) });
+                T::accumulate(sum, unsafe { self.slice(src, start..end) });
+            }
+            for &dest in dests {
+                // SAFETY: the caller guarantees we alone touch this range of `dest`.
+                unsafe { self.slice_mut(dest, start..end) }.copy_from_slice(sum);
             }
             start = end;
         }
     }
 
-    /// `own[range] = src[range]`.
+    /// `dest[range] = own[range]` for every buffer in `dests`.
     ///
     /// # Safety
-    /// As for [`Exchange::reduce`] with `srcs = [src]`.
-    pub(super) unsafe fn copy(&self, range: Range<usize>, src: usize) {
-        assert!(range.end <= self.len && src != self.rank && src < self.world);
-        // SAFETY: as guaranteed by the caller.
-        unsafe {
-            self.slice_mut(self.rank, range.clone())
-                .copy_from_slice(self.slice(src, range));
-        }
+    /// Until the next [`Exchange::sync`], no other rank writes `range` of this rank's buffer,
+    /// and no other rank reads or writes `range` of a buffer in `dests`.
+    pub(super) unsafe fn push(&self, range: Range<usize>, dests: &[usize]) {
+        // SAFETY: as guaranteed by the caller (no sources: only the stores).
+        unsafe { self.reduce(range, &[], dests) }
     }
 
     /// # Safety

@@ -168,7 +168,7 @@ impl Algorithm {
         match *self {
             Algorithm::Ring => Ok(()),
             Algorithm::Hierarchical { group } | Algorithm::Hybrid { group, .. } => {
-                if group == 0 || world % group != 0 {
+                if group == 0 || !world.is_multiple_of(group) {
                     Err(CollectiveError::Invalid(format!(
                         "group size {group} does not divide world size {world}"
                     )))

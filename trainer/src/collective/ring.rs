@@ -1,5 +1,7 @@
 //! Flat ring all-reduce: reduce-scatter then all-gather over `m` chunks, `m - 1` steps each,
-//! so every rank moves 2(m−1)/m of the message, as NCCL's ring does.
+//! so every rank moves 2(m−1)/m of the message, as NCCL's ring does. Ranks reduce from their
+//! left neighbour's buffer and store finished chunks straight into it (the all-gather runs
+//! leftwards), so no data is copied twice.
 
 use super::element::Element;
 use super::exchange::{part, Exchange};
@@ -49,23 +51,29 @@ pub(super) fn all_reduce_among<T: Element>(
     let left = ring.rank(me + m - 1);
     let chunk = |c: usize| part(&range, m, c % m);
     // Reduce-scatter: at step s this rank adds its left neighbour's partial sum of chunk
-    // me−s−1 to its own; after m−1 steps it holds the full sum of chunk me+1.
+    // me−s−1 to its own; after m−1 steps it holds the full sum of chunk me+1. The last step
+    // also stores that sum back into the left neighbour's chunk, whose lines it has just read:
+    // the first all-gather step costs no extra pass over memory.
     for s in 0..m - 1 {
         if s > 0 {
             ex.sync()?;
         }
+        let back: &[usize] = if s == m - 2 { &[left] } else { &[] };
         // SAFETY: in this step we write our chunk me−s−1 and read the left neighbour's same
-        // chunk, which it does not write (it writes its chunk me−s−2); our right neighbour reads
-        // our chunk me−s, not the one we write. Other rings touch other ranks or ranges.
-        unsafe { ex.reduce(chunk(me + 2 * m - s - 1), &[left]) };
+        // chunk, which it does not write (it writes its chunk me−s−2) and nobody else reads;
+        // our right neighbour reads our chunk me−s, not the one we write. Other rings touch
+        // other ranks or ranges.
+        unsafe { ex.reduce(chunk(me + 2 * m - s - 1), &[left], back) };
     }
-    // All-gather: at step s this rank copies the finished chunk me−s from its left neighbour.
-    for s in 0..m - 1 {
+    // All-gather, leftwards: at step s this rank stores the finished chunk me+1+s (its own for
+    // s = 0, done above; then the one its right neighbour stored here at step s−1) into its
+    // left neighbour.
+    for s in 1..m - 1 {
         ex.sync()?;
-        // SAFETY: we write our chunk me−s and read the left neighbour's chunk me−s, which it
-        // finished in an earlier step and does not write now (it writes its chunk me−s−1);
-        // our right neighbour reads our chunk me−s+1.
-        unsafe { ex.copy(chunk(me + m - s), left) };
+        // SAFETY: we read our chunk me+1+s, which nobody writes in this step (the right
+        // neighbour now writes our chunk me+2+s), and write the left neighbour's chunk me+1+s,
+        // which it does not read or write (it reads its chunk me+s and writes its left's).
+        unsafe { ex.push(chunk(me + 1 + s), &[left]) };
     }
     Ok(())
 }

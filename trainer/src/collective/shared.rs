@@ -75,7 +75,7 @@ impl SharedMemoryRank {
             busy: false,
         };
         call.open(post, &mut self.bases)?;
-        if buf.len() > 0 && self.shared.world > 1 {
+        if !buf.is_empty() && self.shared.world > 1 {
             let mut sync = || call.wait(Barrier::Step);
             let mut ex = Exchange::<T>::new(self.rank, post.len, &self.bases, &mut sync);
             match self.shared.algorithm {

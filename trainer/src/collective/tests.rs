@@ -40,7 +40,7 @@ fn on_ranks<R: Send + 'static>(
 
 fn algorithms(world: usize) -> Vec<Algorithm> {
     let mut out = vec![Algorithm::Ring];
-    for group in (1..=world).filter(|g| world % g == 0) {
+    for group in (1..=world).filter(|g| world.is_multiple_of(*g)) {
         out.push(Algorithm::Hierarchical { group });
         // Small messages of the sweep go hierarchical, large ones the ring.
         out.push(Algorithm::Hybrid {
@@ -325,7 +325,7 @@ fn fp16_sums_overflow_to_infinity_unless_prescaled() {
         },
     ] {
         let out = on_ranks(4, algorithm, |c| {
-            let sign = |i: usize| if i % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = |i: usize| if i.is_multiple_of(2) { 1.0 } else { -1.0 };
             let mut plain: Vec<f16> = (0..9).map(|i| f16::from_f32(30000.0 * sign(i))).collect();
             let mut mean = plain.clone();
             let mut brain: Vec<bf16> = (0..9).map(|i| bf16::from_f32(30000.0 * sign(i))).collect();
@@ -336,8 +336,8 @@ fn fp16_sums_overflow_to_infinity_unless_prescaled() {
             (plain, mean, brain)
         });
         for (plain, mean, brain) in out {
-            for i in 0..9 {
-                let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+            for i in 0..9usize {
+                let s = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
                 assert_eq!(
                     plain[i],
                     f16::from_f32(s * f32::INFINITY),

@@ -2,6 +2,8 @@
 //! its figures, and ends with one line holding a JSON object of them (for scripts and comparisons).
 
 mod overlap;
+pub mod allreduce;
+pub mod fusion;
 mod store;
 pub mod train;
 
@@ -23,6 +25,14 @@ pub enum BenchCommand {
     #[command(after_help = "Examples:\n  jizhi-tune bench overlap\n  \
         jizhi-tune bench overlap --ranks 8 --segments 4 --rounds 3")]
     Overlap(overlap::BenchOverlapArgs),
+    /// Bus bandwidth of the in-process all-reduce per rank count, algorithm and size, next to memcpy.
+    #[command(after_help = "Examples:\n  jizhi-tune bench allreduce\n  \
+        jizhi-tune bench allreduce --ranks 2,8 --max-bytes 16M --algorithm ring --reps 3")]
+    Allreduce(allreduce::AllreduceBenchArgs),
+    /// The ResNet-50 gradients all-reduced one call per tensor vs fused into buckets.
+    #[command(after_help = "Examples:\n  jizhi-tune bench fusion\n  \
+        jizhi-tune bench fusion --ranks 4 --thresholds 0,1M,16M --reps 3")]
+    Fusion(fusion::FusionBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -31,6 +41,8 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Train(args) => train::run(args),
         BenchCommand::Overlap(args) => overlap::run(args),
+        BenchCommand::Allreduce(args) => allreduce::run(args),
+        BenchCommand::Fusion(args) => fusion::run(args),
     }
 }
 
