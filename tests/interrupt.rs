@@ -38,7 +38,10 @@ fn sigterm_stops_the_search_with_a_resume_hint_and_the_hint_resumes_it() {
             break;
         }
     }
-    assert!(seen.iter().any(|l| l.contains("trial 1 finished")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("trial 1 finished")),
+        "{seen:#?}"
+    );
     let pid = child.id() as libc::pid_t;
     // SAFETY: sending a signal to our own child has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -47,9 +50,16 @@ fn sigterm_stops_the_search_with_a_resume_hint_and_the_hint_resumes_it() {
     let status = child.wait().expect("reap the tuner");
     let stderr = err_reader.join().expect("stderr reader");
     let stdout = seen.join("\n");
-    assert!(stopped_at.elapsed() < Duration::from_secs(10), "stopping took {:?}", stopped_at.elapsed());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        stopped_at.elapsed()
+    );
     assert_eq!(status.code(), Some(130), "{stdout}\n{stderr}");
-    assert!(stderr.contains("the search was stopped by SIGTERM"), "{stderr}");
+    assert!(
+        stderr.contains("the search was stopped by SIGTERM"),
+        "{stderr}"
+    );
 
     // The hint names the exact command that resumes the search.
     let hint = seen
@@ -59,18 +69,32 @@ fn sigterm_stops_the_search_with_a_resume_hint_and_the_hint_resumes_it() {
         .unwrap_or_else(|| panic!("no resume hint:\n{stdout}"));
     let words: Vec<&str> = hint.split_whitespace().collect();
     assert_eq!(words[0], "jizhi-tune", "{hint}");
-    assert_eq!(words[1..], [space.to_str().expect("path"), "--store", store.to_str().expect("path")], "{hint}");
+    assert_eq!(
+        words[1..],
+        [
+            space.to_str().expect("path"),
+            "--store",
+            store.to_str().expect("path")
+        ],
+        "{hint}"
+    );
 
     let before = export(&store);
     assert_eq!(before[0]["status"], "finished", "{before:#?}");
-    assert_eq!(before[1]["status"], "planned", "the interrupted trial waits to rerun: {before:#?}");
+    assert_eq!(
+        before[1]["status"], "planned",
+        "the interrupted trial waits to rerun: {before:#?}"
+    );
     let why = before[1]["error"].as_str().unwrap_or_default();
     assert!(why.starts_with("interrupted by SIGTERM"), "{why}");
 
     let out = run(bin().args(&words[1..]).arg("--headless"));
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(!stdout.contains("trial 1 started"), "finished trial 1 was rerun:\n{stdout}");
+    assert!(
+        !stdout.contains("trial 1 started"),
+        "finished trial 1 was rerun:\n{stdout}"
+    );
     assert!(stdout.contains("trial 2 started"), "{stdout}");
     let after = export(&store);
     assert_eq!(after[0], before[0], "the finished trial is kept as it was");

@@ -83,10 +83,15 @@ pub fn train(
     )?;
 
     // A resumed run's first step is in the past: its highest epoch mean stands in for the start.
-    let resumed_start = resumed
-        .as_ref()
-        .and_then(|c| c.reports.iter().map(|r| r.train_loss).filter(|l| l.is_finite()).reduce(f64::max));
-    let mut divergence = DivergenceCheck::new(schedule.warmup_steps(), cfg.min_loss_scale, resumed_start);
+    let resumed_start = resumed.as_ref().and_then(|c| {
+        c.reports
+            .iter()
+            .map(|r| r.train_loss)
+            .filter(|l| l.is_finite())
+            .reduce(f64::max)
+    });
+    let mut divergence =
+        DivergenceCheck::new(schedule.warmup_steps(), cfg.min_loss_scale, resumed_start);
     let mut diverged = None;
     'epochs: for epoch in first_epoch + 1..=cfg.epochs {
         let t_epoch = Instant::now();

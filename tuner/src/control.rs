@@ -46,7 +46,10 @@ impl Canceller {
     /// Prunes trial `id`: a running one is killed, a queued one never starts; its record says
     /// "pruned: <reason>".
     pub fn prune(&self, id: u64, reason: &str) {
-        let _ = self.0.send(Control::Cancel { id, error: format!("pruned: {reason}") });
+        let _ = self.0.send(Control::Cancel {
+            id,
+            error: format!("pruned: {reason}"),
+        });
     }
 }
 
@@ -229,7 +232,10 @@ mod tests {
         let mut one = c.started(1);
         let mut two = c.started(2);
         c.apply(Control::StopTrial(2));
-        assert_eq!(two.try_recv(), Ok(StopReason::Cancelled(STOPPED_BY_USER.into())));
+        assert_eq!(
+            two.try_recv(),
+            Ok(StopReason::Cancelled(STOPPED_BY_USER.into()))
+        );
         assert!(one.try_recv().is_err(), "trial 1 was not asked to stop");
         c.apply(Control::StopSearch);
         assert_eq!(one.try_recv(), Ok(StopReason::Search));
@@ -238,7 +244,10 @@ mod tests {
 
     #[test]
     fn a_cancel_stops_a_running_trial_or_keeps_a_queued_one_from_starting() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             let mut c = Controls::none();
             let mut running = c.started(1);
@@ -247,9 +256,17 @@ mod tests {
             pruner.prune(7, "worst half at epoch 1");
             let request = c.recv().await;
             c.apply(request);
-            assert_eq!(running.try_recv(), Ok(StopReason::Cancelled("pruned: worst half at epoch 1".into())));
+            assert_eq!(
+                running.try_recv(),
+                Ok(StopReason::Cancelled(
+                    "pruned: worst half at epoch 1".into()
+                ))
+            );
             c.apply_waiting();
-            assert_eq!(c.take_cancelled(7).as_deref(), Some("pruned: worst half at epoch 1"));
+            assert_eq!(
+                c.take_cancelled(7).as_deref(),
+                Some("pruned: worst half at epoch 1")
+            );
             assert_eq!(c.take_cancelled(7), None, "asked once");
             assert!(!c.stopped(), "pruning does not stop the search");
         });
@@ -261,7 +278,10 @@ mod tests {
         let mut c = Controls::new(rx);
         tx.send(Control::Pause).expect("send");
         drop(tx);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             assert_eq!(c.recv().await, Control::Pause);
             assert_eq!(c.recv().await, Control::Resume);

@@ -12,7 +12,10 @@ static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static HONOURED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+    if RECEIVED
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
         // The second one: the default action, now (the user insists).
         // SAFETY: signal() and raise() are async-signal-safe.
         unsafe {

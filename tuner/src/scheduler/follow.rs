@@ -63,7 +63,9 @@ async fn until(deadline: Option<Instant>) {
 
 /// Waits for a stop request; a dropped sender is none (the wait then never ends).
 async fn stop_request(stop: &mut Option<oneshot::Receiver<StopReason>>) -> StopReason {
-    let Some(rx) = stop.as_mut() else { return std::future::pending().await };
+    let Some(rx) = stop.as_mut() else {
+        return std::future::pending().await;
+    };
     let reason = rx.await;
     *stop = None;
     match reason {
@@ -186,9 +188,16 @@ pub async fn follow(
         (_, _, _, Some(Ending::Stalled(d))) => Outcome::Stalled(d),
         (_, _, Some(bad), None) => Outcome::Failed(bad),
         (ok, _, None, None) => {
-            let how = if ok { "exited without a final record".to_string() } else { format!("exited with {status}") };
+            let how = if ok {
+                "exited without a final record".to_string()
+            } else {
+                format!("exited with {status}")
+            };
             Outcome::Crashed(how)
         }
     };
-    Ok(Attempt { outcome, stderr_tail })
+    Ok(Attempt {
+        outcome,
+        stderr_tail,
+    })
 }

@@ -103,7 +103,16 @@ pub async fn run_jobs(
     on_event: &mut dyn FnMut(&TrialEvent),
 ) -> Result<()> {
     let settings = SETTINGS.get().cloned().unwrap_or_default();
-    run_jobs_with(store, exe, jobs, max_concurrent, &settings, controls, on_event).await
+    run_jobs_with(
+        store,
+        exe,
+        jobs,
+        max_concurrent,
+        &settings,
+        controls,
+        on_event,
+    )
+    .await
 }
 
 /// Runs `jobs` with at most `max_concurrent` at once, calling `on_event` for every trial event
@@ -142,7 +151,14 @@ pub async fn run_jobs_with(
         while running.len() < max_concurrent.max(1) && !controls.holds_back() {
             let Some(job) = queue.pop_front() else { break };
             let stop = controls.started(job.record.id);
-            running.spawn(run_one(store.clone(), exe.clone(), settings.clone(), job, tx.clone(), stop));
+            running.spawn(run_one(
+                store.clone(),
+                exe.clone(),
+                settings.clone(),
+                job,
+                tx.clone(),
+                stop,
+            ));
         }
         // A paused search with trials queued waits here for the next request.
         if running.is_empty() && (queue.is_empty() || controls.stopped()) {
@@ -172,7 +188,9 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, jizhi_store::StoreError> + Send + 'static,
 ) -> Result<T> {
     let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&store)).await.context("store task panicked")??)
+    Ok(tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .context("store task panicked")??)
 }
 
 fn now_ms() -> u64 {
@@ -183,7 +201,12 @@ fn now_ms() -> u64 {
 }
 
 async fn log(store: &Arc<Store>, id: u64, kind: &str, detail: String) -> Result<()> {
-    let event = Event { unix_ms: now_ms(), trial_id: Some(id), kind: kind.into(), detail };
+    let event = Event {
+        unix_ms: now_ms(),
+        trial_id: Some(id),
+        kind: kind.into(),
+        detail,
+    };
     blocking(store, move |s| s.log_event(&event)).await
 }
 
@@ -202,7 +225,11 @@ async fn record_cancelled(
 }
 
 /// The program and arguments of one attempt: the launcher, if any, then the trial command.
-fn command_of(settings: &Settings, exe: &std::path::Path, args: &[String]) -> (OsString, Vec<OsString>) {
+fn command_of(
+    settings: &Settings,
+    exe: &std::path::Path,
+    args: &[String],
+) -> (OsString, Vec<OsString>) {
     let mut words: Vec<OsString> = settings.launcher.iter().map(OsString::from).collect();
     words.push(exe.as_os_str().to_owned());
     words.extend(args.iter().map(OsString::from));
@@ -248,13 +275,33 @@ async fn run_one(
             s.put_trial(&r)
         })
         .await?;
-        log(&store, id, "started", format!("attempt {}", record.attempts)).await?;
+        log(
+            &store,
+            id,
+            "started",
+            format!("attempt {}", record.attempts),
+        )
+        .await?;
         let _ = tx.send(TrialEvent::Started(record.clone()));
 
         let attempt = match TrialProcess::spawn(&program, &args) {
-            Ok(process) => follow::follow(&store, process, &mut record, job.epochs, &settings, &tx, &mut stop).await?,
+            Ok(process) => {
+                follow::follow(
+                    &store,
+                    process,
+                    &mut record,
+                    job.epochs,
+                    &settings,
+                    &tx,
+                    &mut stop,
+                )
+                .await?
+            }
             Err(e) => Attempt {
-                outcome: Outcome::Failed(format!("could not start {}: {e}", program.to_string_lossy())),
+                outcome: Outcome::Failed(format!(
+                    "could not start {}: {e}",
+                    program.to_string_lossy()
+                )),
                 stderr_tail: String::new(),
             },
         };
@@ -289,7 +336,13 @@ async fn run_one(
                     n => format!("crashed on all {} attempts, the last: {how}", n + 1),
                 };
                 record.error = Some(with_tail(what, &tail));
-                log(&store, id, "attempt-crashed", record.error.clone().unwrap_or_default()).await?;
+                log(
+                    &store,
+                    id,
+                    "attempt-crashed",
+                    record.error.clone().unwrap_or_default(),
+                )
+                .await?;
             }
             Outcome::Failed(error) => {
                 record.status = TrialStatus::Failed;
@@ -297,12 +350,18 @@ async fn run_one(
             }
             Outcome::TimedOut(limit) => {
                 record.status = TrialStatus::Failed;
-                let what = format!("timed out: still running after the trial timeout of {}", secs(limit));
+                let what = format!(
+                    "timed out: still running after the trial timeout of {}",
+                    secs(limit)
+                );
                 record.error = Some(with_tail(what, &tail));
             }
             Outcome::Stalled(limit) => {
                 record.status = TrialStatus::Failed;
-                let what = format!("stalled: no progress line for {} (the stall timeout)", secs(limit));
+                let what = format!(
+                    "stalled: no progress line for {} (the stall timeout)",
+                    secs(limit)
+                );
                 record.error = Some(with_tail(what, &tail));
             }
             Outcome::Stopped(StopReason::Cancelled(error)) => {
@@ -313,8 +372,11 @@ async fn run_one(
                 // Back to planned: it runs again on resume, continuing from its last checkpoint.
                 record.status = TrialStatus::Planned;
                 record.epochs.clear();
-                let why = crate::signals::received().map_or("the search was stopped", crate::signals::name);
-                record.error = Some(format!("interrupted by {why}: resumes from its last checkpoint"));
+                let why = crate::signals::received()
+                    .map_or("the search was stopped", crate::signals::name);
+                record.error = Some(format!(
+                    "interrupted by {why}: resumes from its last checkpoint"
+                ));
             }
         }
         break;
@@ -345,7 +407,10 @@ async fn finish(
         s.put_trial(&r)
     })
     .await?;
-    if let Some(path) = checkpoint.as_ref().filter(|_| crate::study::is_done(record.status)) {
+    if let Some(path) = checkpoint
+        .as_ref()
+        .filter(|_| crate::study::is_done(record.status))
+    {
         // The outcome is recorded above; a checkpoint could only resume a trial that has ended.
         if let Err(e) = std::fs::remove_file(path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -354,7 +419,11 @@ async fn finish(
         }
     }
     let detail = record.error.clone().unwrap_or_default();
-    let kind = if interrupted { "interrupted" } else { status_word(record.status) };
+    let kind = if interrupted {
+        "interrupted"
+    } else {
+        status_word(record.status)
+    };
     log(store, id, kind, detail).await?;
     let _ = tx.send(TrialEvent::Ended(record));
     Ok(())
@@ -371,3 +440,82 @@ pub fn status_word(status: TrialStatus) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(id: u64) -> TrialRecord {
+        TrialRecord {
+            id,
+            stage: "coarse".into(),
+            batch: 8192,
+            proxy_batch: 384,
+            params: Default::default(),
+            status: TrialStatus::Planned,
+            attempts: 0,
+            error: None,
+            final_val_top1: None,
+            wall_secs: None,
+            epochs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pruning_kills_a_running_trial_and_keeps_a_queued_one_from_starting() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let exe = tmp.path().join("hang.sh");
+        std::fs::write(&exe, "#!/bin/sh\nsleep 60\n").expect("script");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let store = Arc::new(Store::open(&tmp.path().join("store")).expect("store"));
+        let jobs: Vec<Job> = (1..=2)
+            .map(|id| Job {
+                record: record(id),
+                args: Vec::new(),
+                epochs: 1,
+                checkpoint: None,
+            })
+            .collect();
+        let mut controls = Controls::none();
+        let pruner = controls.canceller();
+        let mut started = Vec::new();
+        let mut on_event = |e: &TrialEvent| {
+            if let TrialEvent::Started(r) = e {
+                started.push(r.id);
+                // Trial 1 hangs: prune it, and trial 2 before it starts.
+                pruner.prune(1, "worst half after epoch 1");
+                pruner.prune(2, "worst half after epoch 1");
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let t0 = std::time::Instant::now();
+        runtime
+            .block_on(run_jobs_with(
+                store.clone(),
+                exe,
+                jobs,
+                1,
+                &Settings::default(),
+                &mut controls,
+                &mut on_event,
+            ))
+            .expect("run");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the hanging trial was not killed: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(started, [1], "a pruned queued trial never starts");
+        for t in store.trials().expect("trials") {
+            assert_eq!(t.status, TrialStatus::Failed, "{t:?}");
+            assert_eq!(
+                t.error.as_deref(),
+                Some("pruned: worst half after epoch 1"),
+                "{t:?}"
+            );
+        }
+    }
+}

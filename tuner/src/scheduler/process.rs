@@ -16,7 +16,11 @@ impl TrialProcess {
     /// Starts `program args...` with stdout and stderr piped, in a new process group.
     pub fn spawn(program: &OsString, args: &[OsString]) -> std::io::Result<Self> {
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Its own group: a terminal's Ctrl-C reaches the tuner alone, which then stops its
         // trials in order; and a stop reaches whatever the trial started.
         command.process_group(0);
