@@ -60,12 +60,12 @@ pub fn time_train_steps(
         .map(|&v| table[v as usize])
         .collect();
     let labels = &data.train_labels[..cfg.batch];
-    let mut state = StepState::new(cfg);
+    let mut state = StepState::new(cfg)?;
     let mut underflow = Underflow::default();
     let mut secs = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t = Instant::now();
-        state.step(&images, labels, cfg.batch, cfg.peak_lr, &mut underflow);
+        state.step(&images, labels, cfg.batch, cfg.peak_lr, &mut underflow)?;
         if i >= warmup {
             secs.push(t.elapsed().as_secs_f64());
         }

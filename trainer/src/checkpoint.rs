@@ -15,7 +15,7 @@ use crate::report::EpochReport;
 use crate::scaler::LossScaler;
 
 /// Version of the checkpoint layout this build writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 2;
 
 /// A run's state at the end of an epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,16 +32,24 @@ pub struct Checkpoint {
     pub values: Vec<f32>,
     /// Optimiser momentum buffer.
     pub velocity: Vec<f32>,
-    /// Running (mean, var) of every BN layer, in forward order.
-    pub bn_running: Vec<(Vec<f32>, Vec<f32>)>,
+    /// What differs between the data-parallel ranks, in rank order.
+    pub ranks: Vec<RankState>,
     /// Loss scale and its dynamic state.
     pub scaler: LossScaler,
-    /// Dropout mask generator.
-    pub dropout_rng: ChaCha8Rng,
     /// Reports of the completed epochs.
     pub reports: Vec<EpochReport>,
     /// Wall seconds the run had taken when saved.
     pub elapsed_secs: f64,
+}
+
+/// The state that is a rank's own: BN running statistics (over its local batches) and its
+/// dropout stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankState {
+    /// Running (mean, var) of every BN layer, in forward order.
+    pub bn_running: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Dropout mask generator.
+    pub dropout_rng: ChaCha8Rng,
 }
 
 /// The configuration a checkpoint is matched against: the path itself does not count.

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::collective::Algorithm;
 use crate::error::TrainError;
+use crate::ranks::segments::Segments;
 
 /// Which network to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,8 +107,16 @@ pub struct TrainConfig {
     pub min_loss_scale: f64,
     /// Gradient fusion bucket threshold in bytes (0 = one all-reduce per tensor).
     pub fusion_threshold_bytes: u64,
-    /// Compute threads.
+    /// Compute threads (shared by all ranks).
     pub threads: usize,
+    /// Data-parallel ranks (P); each trains on its share of the global batch.
+    pub ranks: usize,
+    /// Batch-norm statistics over the whole global batch instead of each rank's share.
+    pub sync_bn: bool,
+    /// All-reduce algorithm across the ranks.
+    pub algorithm: Algorithm,
+    /// Where the backward pass is split into all-reduce segments.
+    pub segments: Segments,
     /// Seed of every random choice (init, shuffling, dropout).
     pub seed: u64,
     /// Augment training images: random crop with 2 pixels of padding and horizontal flip.
@@ -141,6 +151,10 @@ impl TrainConfig {
             min_loss_scale: DEFAULT_MIN_LOSS_SCALE,
             fusion_threshold_bytes: 64 << 20,
             threads: 1,
+            ranks: 1,
+            sync_bn: false,
+            algorithm: Algorithm::Ring,
+            segments: Segments::Count(1),
             seed: 0,
             augment: false,
             checkpoint: None,
@@ -188,6 +202,7 @@ impl TrainConfig {
         if self.threads == 0 || self.threads > 256 {
             return bad(format!("threads must be in 1..=256, got {}", self.threads));
         }
+        self.validate_ranks()?;
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
             return bad(format!("momentum must be in [0,1), got {}", self.momentum));
         }
@@ -231,6 +246,43 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// Checks the data-parallel settings: every rank gets images in every batch, groups divide P.
+    fn validate_ranks(&self) -> Result<(), TrainError> {
+        let bad = |msg: String| Err(TrainError::InvalidConfig(msg));
+        let p = self.ranks;
+        if p == 0 || p > 4096 {
+            return bad(format!("ranks must be in 1..=4096, got {p}"));
+        }
+        let subset = self.train_subset_len();
+        let last = subset - (self.steps_per_epoch() - 1) * self.batch;
+        if last < p {
+            return bad(format!(
+                "with {p} ranks every batch needs at least {p} images, but the last batch of an epoch has {last} (batch {}, {subset} training images)",
+                self.batch
+            ));
+        }
+        match self.algorithm {
+            Algorithm::Ring => {}
+            Algorithm::Hierarchical { group } | Algorithm::Hybrid { group, .. } => {
+                if group == 0 || p % group != 0 {
+                    return bad(format!("group size {group} must divide the {p} ranks"));
+                }
+            }
+        }
+        match &self.segments {
+            Segments::Count(0) => bad("segments must be >= 1".into()),
+            Segments::At(at) => {
+                if at.windows(2).any(|w| w[0] >= w[1]) || at.first() == Some(&0) {
+                    return bad(format!(
+                        "segment split points must be ascending tensor indices >= 1, got {at:?}"
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Number of training images used per epoch (`data_fraction` of 60,000, at least 1).

@@ -3,24 +3,19 @@
 
 use std::ops::Range;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, RankState};
+use crate::collective::in_process;
 use crate::config::TrainConfig;
-use crate::data::CLASSES;
 use crate::error::TrainError;
-use crate::fusion::{allreduce_buckets, plan_buckets};
-use crate::layers::loss::softmax_cross_entropy;
 use crate::model::Model;
 use crate::optim::Optimizer;
-use crate::parallel::Par;
-use crate::precision::{all_finite, round, round_counting, HalfFormat, Underflow};
+use crate::precision::{all_finite, round, HalfFormat, Underflow};
+use crate::ranks::exchange::Wire;
+use crate::ranks::replica::Replica;
+use crate::ranks::segments::{self, Segment, Segments};
+use crate::ranks::{bn_stats::SharedStats, Ranks};
 use crate::report::EpochReport;
 use crate::scaler::LossScaler;
-
-/// RNG stream of the dropout masks.
-const DROPOUT_STREAM: u64 = 3;
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,51 +26,69 @@ pub(crate) struct StepOutcome {
     pub applied: bool,
 }
 
-/// Model, optimiser, loss scaler and dropout RNG of a run, advanced one step at a time.
+/// The ranks of a run, the optimiser and the loss scaler, advanced one step at a time.
 pub(crate) struct StepState {
-    /// The network and its parameters.
-    pub model: Model,
+    /// The data-parallel replicas; rank 0's model is the one evaluated and saved.
+    pub ranks: Ranks,
     /// The optimiser state.
     pub opt: Optimizer,
     /// The loss scaler.
     pub scaler: LossScaler,
-    /// Compute threads.
-    pub par: Par,
     /// The half format of the compute (None in fp32).
     pub fmt: Option<HalfFormat>,
     /// Whether the weights themselves are half (fp16-naive).
     pub weights_in_half: bool,
-    dropout_rng: ChaCha8Rng,
-    bucket_ranges: Vec<Range<usize>>,
-    dlogits: Vec<f32>,
+}
+
+/// A freshly initialised model of `cfg` (equal on every rank: same seed).
+fn build_model(cfg: &TrainConfig) -> Model {
+    let mut model = Model::new(cfg.model, cfg.bn5, cfg.seed);
+    let half_weights = cfg
+        .precision
+        .weights_in_half()
+        .then_some(cfg.precision.half_format())
+        .flatten();
+    round(half_weights, &mut model.params.values);
+    model
 }
 
 impl StepState {
     /// The initial state of a run configured by `cfg`.
-    pub fn new(cfg: &TrainConfig) -> StepState {
-        let fmt = cfg.precision.half_format();
-        let weights_in_half = cfg.precision.weights_in_half();
-        let mut model = Model::new(cfg.model, cfg.bn5, cfg.seed);
-        round(
-            if weights_in_half { fmt } else { None },
-            &mut model.params.values,
-        );
-        let ranges = model.params.ranges_backward();
-        let bucket_ranges = gradient_buckets(&model, &ranges, cfg);
-        let opt = Optimizer::new(cfg, model.inventory(), &ranges);
-        let mut dropout_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        dropout_rng.set_stream(DROPOUT_STREAM);
-        StepState {
-            model,
+    pub fn new(cfg: &TrainConfig) -> Result<StepState, TrainError> {
+        let world = cfg.ranks.max(1);
+        let lead = build_model(cfg);
+        let ranges = lead.params.ranges_backward();
+        let segments = gradient_segments(&lead, &ranges, cfg)?;
+        let opt = Optimizer::new(cfg, lead.inventory(), &ranges);
+        // the cores are shared by the ranks; one rank keeps them all (bit-identical to before)
+        let threads = (cfg.threads / world).max(1);
+        let mut models = vec![lead];
+        models.extend((1..world).map(|_| build_model(cfg)));
+        let syncs = cfg.sync_bn.then(|| SharedStats::group(world));
+        let replicas = models
+            .into_iter()
+            .enumerate()
+            .map(|(rank, mut m)| {
+                if let Some(s) = &syncs {
+                    m.set_bn_sync(s[rank].clone());
+                }
+                Replica::new(m, cfg.seed, rank, threads)
+            })
+            .collect();
+        let comms = in_process(world, cfg.algorithm)
+            .map_err(|e| TrainError::InvalidConfig(e.to_string()))?;
+        Ok(StepState {
+            ranks: Ranks::new(replicas, comms, segments, Wire::of(cfg.precision))?,
             opt,
             scaler: LossScaler::new(cfg.loss_scale, cfg.precision),
-            par: Par::new(cfg.threads),
-            fmt,
-            weights_in_half,
-            dropout_rng,
-            bucket_ranges,
-            dlogits: Vec::new(),
-        }
+            fmt: cfg.precision.half_format(),
+            weights_in_half: cfg.precision.weights_in_half(),
+        })
+    }
+
+    /// Rank 0's model: the one evaluated and saved.
+    pub fn model(&self) -> &Model {
+        &self.ranks.lead().model
     }
 
     /// The state to save after `epochs_done` epochs and `step` steps (see [`crate::checkpoint`]).
@@ -92,16 +105,23 @@ impl StepState {
             config: crate::checkpoint::identity(cfg),
             epochs_done,
             step,
-            values: self.model.params.values.clone(),
+            values: self.model().params.values.clone(),
             velocity: self.opt.velocity().to_vec(),
-            bn_running: self
-                .model
-                .bn_running_stats()
-                .into_iter()
-                .map(|(m, v)| (m.to_vec(), v.to_vec()))
+            ranks: self
+                .ranks
+                .replicas()
+                .iter()
+                .map(|r| RankState {
+                    bn_running: r
+                        .model
+                        .bn_running_stats()
+                        .into_iter()
+                        .map(|(m, v)| (m.to_vec(), v.to_vec()))
+                        .collect(),
+                    dropout_rng: r.dropout_rng.clone(),
+                })
                 .collect(),
             scaler: self.scaler.clone(),
-            dropout_rng: self.dropout_rng.clone(),
             reports: reports.to_vec(),
             elapsed_secs,
         }
@@ -111,32 +131,37 @@ impl StepState {
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<(), TrainError> {
         let mismatch =
             |what: &str| TrainError::Internal(format!("checkpoint {what} does not fit the model"));
-        if ckpt.values.len() != self.model.params.values.len() {
+        if ckpt.values.len() != self.model().params.values.len() {
             return Err(mismatch("weights"));
         }
-        self.model.params.values.copy_from_slice(&ckpt.values);
+        if ckpt.ranks.len() != self.ranks.world() {
+            return Err(mismatch("ranks"));
+        }
         if !self.opt.set_velocity(&ckpt.velocity) {
             return Err(mismatch("momentum"));
         }
-        let mut running = self.model.bn_running_stats_mut();
-        if running.len() != ckpt.bn_running.len() {
-            return Err(mismatch("batch-norm statistics"));
-        }
-        for ((mean, var), (m, v)) in running.iter_mut().zip(&ckpt.bn_running) {
-            if mean.len() != m.len() || var.len() != v.len() {
+        for (rep, saved) in self.ranks.replicas_mut().iter_mut().zip(&ckpt.ranks) {
+            rep.model.params.values.copy_from_slice(&ckpt.values);
+            let mut running = rep.model.bn_running_stats_mut();
+            if running.len() != saved.bn_running.len() {
                 return Err(mismatch("batch-norm statistics"));
             }
-            mean.copy_from_slice(m);
-            var.copy_from_slice(v);
+            for ((mean, var), (m, v)) in running.iter_mut().zip(&saved.bn_running) {
+                if mean.len() != m.len() || var.len() != v.len() {
+                    return Err(mismatch("batch-norm statistics"));
+                }
+                mean.copy_from_slice(m);
+                var.copy_from_slice(v);
+            }
+            rep.dropout_rng = saved.dropout_rng.clone();
         }
         self.scaler = ckpt.scaler.clone();
-        self.dropout_rng = ckpt.dropout_rng.clone();
         Ok(())
     }
 
     /// All-reduce calls one step makes under the fusion threshold.
     pub fn allreduce_calls(&self) -> u64 {
-        self.bucket_ranges.len() as u64
+        self.ranks.allreduce_calls()
     }
 
     /// The format updates are rounded to (fp16-naive only).
@@ -158,68 +183,272 @@ impl StepState {
         n: usize,
         lr: f64,
         underflow: &mut Underflow,
-    ) -> StepOutcome {
+    ) -> Result<StepOutcome, TrainError> {
         let (fmt, weights_in_half) = (self.fmt, self.weights_in_half);
-        self.model.prepare_compute_weights(fmt, weights_in_half);
         let scale = self.scaler.scale();
-        let logits = self
-            .model
-            .forward(&self.par, images, n, Some(&mut self.dropout_rng), fmt);
-        self.dlogits.resize(n * CLASSES, 0.0);
         // the loss gradient carries the loss scale (1 in fp32); the loss itself does not
-        let (loss, _) =
-            softmax_cross_entropy(logits, labels, CLASSES, scale as f32, &mut self.dlogits);
+        let loss = self
+            .ranks
+            .forward(images, labels, n, scale, fmt, weights_in_half);
         if !loss.is_finite() {
-            return StepOutcome {
+            return Ok(StepOutcome {
                 loss,
                 applied: false,
-            };
+            });
         }
-        underflow.add(round_counting(fmt, &mut self.dlogits));
-        underflow.add(self.model.backward(&self.par, &self.dlogits, fmt));
-        // single rank: the collective is the identity, called once per fusion bucket
-        allreduce_buckets(&mut self.model.params.grads, &self.bucket_ranges, |_| {});
-        let finite = fmt.is_none() || all_finite(&self.model.params.grads);
+        underflow.add(self.ranks.backward_allreduce(fmt)?);
+        let world = self.ranks.world();
+        let lead = &mut self.ranks.lead_mut().model;
+        let finite = fmt.is_none() || all_finite(&lead.params.grads);
         if finite {
-            if scale != 1.0 {
-                // unscale in f32 (division keeps non-power-of-two static scales exact to f32)
-                let s = scale as f32;
-                self.model.params.grads.iter_mut().for_each(|g| *g /= s);
+            // one f32 division turns the sum over ranks into the mean and takes the loss scale
+            // off (a division keeps non-power-of-two static scales exact to f32)
+            let s = (scale * world as f64) as f32;
+            if s != 1.0 {
+                lead.params.grads.iter_mut().for_each(|g| *g /= s);
             }
             let naive = self.naive_fmt();
-            self.opt.step(&mut self.model.params, lr, naive);
+            self.opt
+                .step(&mut self.ranks.lead_mut().model.params, lr, naive);
+            self.ranks.broadcast_weights();
         } else {
             tracing::debug!(scale, "non-finite gradient: step skipped");
         }
         self.scaler.update(finite);
-        StepOutcome {
+        Ok(StepOutcome {
             loss,
             applied: finite,
-        }
+        })
     }
 }
 
-/// Flat-buffer ranges of the fusion buckets, planned on the gradient size each tensor would
-/// have on the wire (f32, or 16 bits in the half modes).
-fn gradient_buckets(
-    model: &Model,
-    ranges: &[Range<usize>],
-    cfg: &TrainConfig,
-) -> Vec<Range<usize>> {
-    let sizes: Vec<u64> = model
+/// Gradient bytes per tensor on the wire (f32, or 16 bits in the half modes), backward order.
+fn wire_bytes(model: &Model, cfg: &TrainConfig) -> Vec<u64> {
+    model
         .inventory()
         .iter()
         .map(|p| p.numel as u64 * cfg.precision.grad_bytes())
-        .collect();
-    plan_buckets(&sizes, cfg.fusion_threshold_bytes)
-        .into_iter()
-        .map(|b| ranges[b.start].start..ranges[b.end - 1].end)
         .collect()
 }
 
+/// Tensor indices (backward order) where `cfg`'s all-reduce segments start, after the first.
+fn split_points(bytes: &[u64], cfg: &TrainConfig) -> Result<Vec<usize>, TrainError> {
+    match &cfg.segments {
+        Segments::Count(k) => Ok(segments::equal_byte_splits(bytes, *k)),
+        Segments::At(at) => {
+            segments::check_splits(at, bytes.len()).map_err(TrainError::InvalidConfig)?;
+            Ok(at.clone())
+        }
+        Segments::Auto => Err(TrainError::InvalidConfig(
+            "segments = auto needs the cost model, which this build does not have".into(),
+        )),
+    }
+}
+
+/// The all-reduce segments of `cfg`, fused under its threshold.
+fn gradient_segments(
+    model: &Model,
+    ranges: &[Range<usize>],
+    cfg: &TrainConfig,
+) -> Result<Vec<Segment>, TrainError> {
+    let bytes = wire_bytes(model, cfg);
+    let splits = split_points(&bytes, cfg)?;
+    Ok(segments::plan(
+        ranges,
+        &bytes,
+        &splits,
+        cfg.fusion_threshold_bytes,
+    ))
+}
+
+/// The tensor indices where `cfg`'s segments start (what `auto` or a count resolves to).
+pub fn resolved_segments(cfg: &TrainConfig) -> Result<Vec<usize>, TrainError> {
+    let model = Model::new(cfg.model, cfg.bn5, cfg.seed);
+    split_points(&wire_bytes(&model, cfg), cfg)
+}
+
 /// Number of all-reduce calls per step `cfg` would make (without training).
-pub fn allreduce_calls_per_step(cfg: &TrainConfig) -> u64 {
+pub fn allreduce_calls_per_step(cfg: &TrainConfig) -> Result<u64, TrainError> {
     let model = Model::new(cfg.model, cfg.bn5, cfg.seed);
     let ranges = model.params.ranges_backward();
-    gradient_buckets(&model, &ranges, cfg).len() as u64
+    Ok(gradient_segments(&model, &ranges, cfg)?
+        .iter()
+        .map(|s| s.buckets.len() as u64)
+        .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OptimizerKind;
+    use crate::data::PIXELS;
+    use crate::layers::gradcheck::{assert_close, rand_vec};
+
+    /// A batch of random images and labels (no data set needed).
+    fn batch(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
+        let x = rand_vec(seed, n * PIXELS, 1.0);
+        let labels = (0..n)
+            .map(|i| ((i * 7 + seed as usize) % 10) as u8)
+            .collect();
+        (x, labels)
+    }
+
+    fn cfg(ranks: usize, sync_bn: bool) -> TrainConfig {
+        TrainConfig {
+            batch: 26,
+            ranks,
+            sync_bn,
+            threads: 2,
+            optimizer: OptimizerKind::Sgd,
+            peak_lr: 0.05,
+            ..TrainConfig::proxy_default("/nonexistent")
+        }
+    }
+
+    /// A state whose ranks do not drop out (dropout masks are per-rank streams).
+    fn state(cfg: &TrainConfig) -> StepState {
+        let mut s = StepState::new(cfg).expect("state");
+        s.ranks
+            .replicas_mut()
+            .iter_mut()
+            .for_each(|r| r.model.set_dropout(0.0));
+        s
+    }
+
+    fn run(s: &mut StepState, steps: usize) -> Vec<f64> {
+        (0..steps)
+            .map(|i| {
+                let (x, y) = batch(26, 40 + i as u64);
+                let out = s
+                    .step(&x, &y, 26, 0.05, &mut Underflow::default())
+                    .expect("step");
+                assert!(out.applied);
+                out.loss
+            })
+            .collect()
+    }
+
+    /// P ranks with synchronised BN train like one rank on the whole batch, also when the
+    /// batch does not divide evenly (26 images over 4 ranks).
+    #[test]
+    fn synced_ranks_equal_one_rank_on_the_global_batch() {
+        let mut one = state(&cfg(1, false));
+        let want = run(&mut one, 3);
+        for p in [2, 3, 4] {
+            let mut many = state(&cfg(p, true));
+            let got = run(&mut many, 3);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5 * w.abs(), "P={p}: loss {g} vs {w}");
+            }
+            assert_close(
+                &many.model().params.values,
+                &one.model().params.values,
+                1e-5,
+                &format!("P={p} weights"),
+            );
+            // every rank holds the same weights
+            for r in many.ranks.replicas() {
+                assert_eq!(r.model.params.values, many.model().params.values);
+            }
+        }
+    }
+
+    /// Per-rank BN: statistics differ between ranks, and runs are bit-identical.
+    #[test]
+    fn per_rank_bn_is_local_and_deterministic() {
+        let c = cfg(3, false);
+        let (mut a, mut b) = (state(&c), state(&c));
+        assert_eq!(run(&mut a, 2), run(&mut b, 2));
+        assert_eq!(a.model().params.values, b.model().params.values);
+        let stats =
+            |s: &StepState, r: usize| s.ranks.replicas()[r].model.bn_running_stats()[0].0.to_vec();
+        assert_ne!(
+            stats(&a, 0),
+            stats(&a, 1),
+            "ranks normalise over their own shares"
+        );
+        let mut one = state(&cfg(1, false));
+        run(&mut one, 2);
+        assert_ne!(
+            one.model().params.values,
+            a.model().params.values,
+            "local BN is not the global batch's"
+        );
+    }
+
+    /// How the gradients are cut into segments and buckets changes when they are summed,
+    /// not what the sum is.
+    #[test]
+    fn segmentation_changes_calls_not_results() {
+        let mut base = state(&cfg(2, false));
+        run(&mut base, 2);
+        for (segments, threshold) in [
+            (Segments::Count(4), 0),
+            (Segments::At(vec![2, 5, 9]), 4096),
+            (Segments::Count(3), 1 << 20),
+        ] {
+            let c = TrainConfig {
+                segments: segments.clone(),
+                fusion_threshold_bytes: threshold,
+                ..cfg(2, false)
+            };
+            let mut s = state(&c);
+            assert!(s.ranks.segments().len() > 1, "{segments}");
+            run(&mut s, 2);
+            assert_close(
+                &s.model().params.values,
+                &base.model().params.values,
+                1e-6,
+                &format!("{segments}"),
+            );
+        }
+        let unfused = StepState::new(&TrainConfig {
+            fusion_threshold_bytes: 0,
+            ..cfg(2, false)
+        })
+        .expect("state");
+        assert_eq!(
+            unfused.allreduce_calls(),
+            unfused.model().inventory().len() as u64
+        );
+    }
+
+    /// A run resumed from a checkpoint of P ranks continues bit-identically.
+    #[test]
+    fn checkpoint_of_ranks_resumes_bit_identically() {
+        let c = cfg(2, false);
+        let mut a = state(&c);
+        run(&mut a, 1);
+        let ckpt = a.checkpoint(&c, 0, 1, &[], 0.0);
+        let mut b = state(&c);
+        b.restore(&ckpt).expect("restore");
+        assert_eq!(run(&mut a, 2), run(&mut b, 2));
+        assert_eq!(a.model().params.values, b.model().params.values);
+        let mut three = state(&cfg(3, false));
+        assert!(
+            three.restore(&ckpt).is_err(),
+            "a checkpoint of 2 ranks does not fit 3"
+        );
+    }
+
+    #[test]
+    fn ranks_need_images_in_every_batch() {
+        let c = TrainConfig {
+            batch: 4,
+            ranks: 8,
+            ..cfg(1, false)
+        };
+        let e = c.validate().expect_err("8 ranks, batch 4");
+        assert!(e.to_string().contains("at least 8 images"), "{e}");
+        let h = TrainConfig {
+            algorithm: crate::collective::Algorithm::Hierarchical { group: 3 },
+            ranks: 4,
+            ..cfg(1, false)
+        };
+        assert!(h
+            .validate()
+            .expect_err("group 3 of 4")
+            .to_string()
+            .contains("must divide"));
+    }
 }

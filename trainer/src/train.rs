@@ -28,7 +28,7 @@ pub fn train(
     cfg.validate()?;
     let t_start = Instant::now();
     let data = Dataset::load_cached(&cfg.data_dir)?;
-    let mut state = StepState::new(cfg);
+    let mut state = StepState::new(cfg)?;
     let allreduce_calls_per_step = state.allreduce_calls();
     let steps_per_epoch = cfg.steps_per_epoch();
     let schedule = LrSchedule::new(
@@ -67,7 +67,8 @@ pub fn train(
         precision = ?cfg.precision,
         optimizer = ?cfg.optimizer,
         threads = cfg.threads,
-        params = state.model.params.numel(),
+        params = state.model().params.numel(),
+        ranks = cfg.ranks,
         allreduce_calls_per_step,
         warmup_steps = schedule.warmup_steps(),
         "training starts"
@@ -82,6 +83,8 @@ pub fn train(
         cfg.seed,
     )?;
 
+    // evaluation runs on rank 0's model with all the threads (the ranks share them in training)
+    let eval_par = Par::new(cfg.threads);
     // A resumed run's first step is in the past: its highest epoch mean stands in for the start.
     let resumed_start = resumed.as_ref().and_then(|c| {
         c.reports
@@ -110,7 +113,7 @@ pub fn train(
                 n,
                 schedule.lr(step),
                 &mut underflow,
-            );
+            )?;
             pipe.recycle(batch);
             let loss = out.loss;
             let facts = StepFacts {
@@ -146,12 +149,12 @@ pub fn train(
             ));
             break;
         }
-        state
-            .model
-            .prepare_compute_weights(state.fmt, state.weights_in_half);
+        let (fmt, weights_in_half) = (state.fmt, state.weights_in_half);
+        let lead = state.ranks.lead_mut();
+        lead.model.prepare_compute_weights(fmt, weights_in_half);
         let val_top1 = evaluate(
-            &mut state.model,
-            &state.par,
+            &mut lead.model,
+            &eval_par,
             &test_x,
             &data.test_labels,
             state.fmt,

@@ -213,4 +213,7 @@ pub struct TrialArgs {
     /// Checkpoint file: saved after every epoch; when it exists, the run continues from it.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
+    /// Data-parallel ranks.
+    #[command(flatten)]
+    pub ranks: crate::ranks_args::RanksArgs,
 }

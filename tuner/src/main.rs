@@ -15,6 +15,7 @@ mod import;
 mod plan;
 mod progress;
 mod ranking;
+mod ranks_args;
 mod report;
 mod scheduler;
 mod signals;

@@ -99,6 +99,7 @@ impl TrialArgs {
         cfg.seed = self.seed;
         cfg.checkpoint = self.checkpoint.clone();
         cfg.augment = self.augment;
+        self.ranks.apply(&mut cfg)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -161,6 +162,7 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
     if cfg.decay_bias_and_bn {
         args.push("--decay-bias-and-bn".into());
     }
+    args.extend(crate::ranks_args::command_args(cfg));
     args
 }
 

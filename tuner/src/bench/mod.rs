@@ -1,6 +1,7 @@
 //! `jizhi-tune bench <what>`: measurements of the system's own parts. Each prints progress and
 //! its figures, and ends with one line holding a JSON object of them (for scripts and comparisons).
 
+mod overlap;
 mod store;
 pub mod train;
 
@@ -18,6 +19,10 @@ pub enum BenchCommand {
     #[command(after_help = "Examples:\n  jizhi-tune bench train\n  \
         jizhi-tune bench train --batch 3072 --precision fp16 --threads 2")]
     Train(train::BenchTrainArgs),
+    /// Step time of P ranks: all-reduce after the backward pass vs segments overlapping it.
+    #[command(after_help = "Examples:\n  jizhi-tune bench overlap\n  \
+        jizhi-tune bench overlap --ranks 8 --segments 4 --rounds 3")]
+    Overlap(overlap::BenchOverlapArgs),
 }
 
 /// Runs a benchmark.
@@ -25,6 +30,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Train(args) => train::run(args),
+        BenchCommand::Overlap(args) => overlap::run(args),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct BenchTrainArgs {
     /// Untimed steps first (allocation, caches).
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Data-parallel ranks.
+    #[command(flatten)]
+    pub ranks: crate::ranks_args::RanksArgs,
     /// Data folder (Fashion-MNIST IDX files).
     #[arg(long, default_value = jizhi_trainer::data::FASHION_MNIST_DIR)]
     pub data_dir: PathBuf,
@@ -38,12 +41,17 @@ pub struct BenchTrainArgs {
 /// Runs the benchmark and prints a summary line, then the JSON record.
 pub fn run(args: &BenchTrainArgs) -> Result<()> {
     if args.model != "alexnet-bn-proxy" {
-        bail!("--model: unknown `{}`, expected alexnet-bn-proxy", args.model);
+        bail!(
+            "--model: unknown `{}`, expected alexnet-bn-proxy",
+            args.model
+        );
     }
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut cfg = TrainConfig::proxy_default(&args.data_dir);
     cfg.batch = args.batch;
     cfg.threads = threads;
@@ -54,9 +62,10 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         other => bail!("--optimizer: unknown `{other}`, expected sgd or lars"),
     };
     cfg.peak_lr = 0.01;
+    args.ranks.apply(&mut cfg)?;
     eprintln!(
-        "bench train: {} batch {} {} {}, {threads} thread(s), {} warm-up + {} timed steps",
-        args.model, args.batch, args.precision, args.optimizer, args.warmup, args.steps
+        "bench train: {} batch {} {} {}, {threads} thread(s), {} rank(s), segments {}, {} warm-up + {} timed steps",
+        args.model, args.batch, args.precision, args.optimizer, cfg.ranks, cfg.segments, args.warmup, args.steps
     );
     let times = time_train_steps(&cfg, args.warmup, args.steps)?;
     let median = times.median_secs();
@@ -71,6 +80,9 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         "precision": args.precision,
         "optimizer": args.optimizer,
         "threads": threads,
+        "ranks": cfg.ranks,
+        "segments": cfg.segments.to_string(),
+        "allreduce_calls_per_step": jizhi_trainer::allreduce_calls_per_step(&cfg)?,
         "steps": args.steps,
     });
     println!("{record}");
