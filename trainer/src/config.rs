@@ -118,6 +118,9 @@ pub enum LossScale {
     },
 }
 
+/// The dynamic loss scale below which a run counts as diverged, unless configured otherwise.
+pub const DEFAULT_MIN_LOSS_SCALE: f64 = 1.0;
+
 /// Everything one training run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -162,6 +165,9 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     /// Loss scaling for the half-precision modes (ignored in fp32).
     pub loss_scale: LossScale,
+    /// A dynamic loss scale below this stops the run as diverged (the gradients overflow fp16
+    /// even unscaled).
+    pub min_loss_scale: f64,
     /// Gradient fusion bucket threshold in bytes (0 = one all-reduce per tensor).
     pub fusion_threshold_bytes: u64,
     /// Compute threads (shared by all ranks).
@@ -207,6 +213,7 @@ impl TrainConfig {
             lr_decay: LrDecay::Poly,
             label_smoothing: 0.0,
             loss_scale: LossScale::Static { factor: 1.0 },
+            min_loss_scale: DEFAULT_MIN_LOSS_SCALE,
             fusion_threshold_bytes: 64 << 20,
             threads: 1,
             ranks: 1,
@@ -290,6 +297,7 @@ impl TrainConfig {
                 self.label_smoothing
             ));
         }
+        finite_nonneg("min_loss_scale", self.min_loss_scale)?;
         if self.optimizer == OptimizerKind::Lars
             && !(self.lars_eta.is_finite() && self.lars_eta > 0.0)
         {

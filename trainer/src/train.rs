@@ -7,6 +7,7 @@ use crate::checkpoint;
 use crate::config::{LossScale, TrainConfig};
 use crate::data::pipeline::{subset_indices, Pipeline};
 use crate::data::{Dataset, CLASSES, PIXELS, TEST_IMAGES};
+use crate::divergence::{DivergenceCheck, StepFacts};
 use crate::error::TrainError;
 use crate::layers::loss::count_correct;
 use crate::model::Model;
@@ -18,8 +19,6 @@ use crate::step::StepState;
 
 /// Images per evaluation forward pass (independent of the training batch so eval cost is fixed).
 const EVAL_BATCH: usize = 1000;
-/// A dynamic loss scale below this means fp16 cannot represent the gradients: give up.
-const MIN_LOSS_SCALE: f64 = 1e-4;
 
 /// Trains per `cfg`, calling `on_epoch` after each epoch's evaluation; returns the outcome.
 pub fn train(
@@ -87,6 +86,16 @@ pub fn train(
 
     // evaluation runs on rank 0's model with all the threads (the ranks share them in training)
     let eval_par = Par::new(cfg.threads);
+    // A resumed run's first step is in the past: its highest epoch mean stands in for the start.
+    let resumed_start = resumed.as_ref().and_then(|c| {
+        c.reports
+            .iter()
+            .map(|r| r.train_loss)
+            .filter(|l| l.is_finite())
+            .reduce(f64::max)
+    });
+    let mut divergence =
+        DivergenceCheck::new(schedule.warmup_steps(), cfg.min_loss_scale, resumed_start);
     let mut diverged = None;
     'epochs: for epoch in first_epoch + 1..=cfg.epochs {
         let t_epoch = Instant::now();
@@ -108,11 +117,13 @@ pub fn train(
             )?;
             pipe.recycle(batch);
             let loss = out.loss;
-            if !loss.is_finite() {
-                diverged = Some(format!(
-                    "non-finite training loss ({loss}) at step {}",
-                    step + 1
-                ));
+            let facts = StepFacts {
+                step: step + 1,
+                loss,
+                dynamic_scale: state.scaler.is_dynamic().then(|| state.scaler.scale()),
+            };
+            if let Some(reason) = divergence.after_step(facts) {
+                diverged = Some(reason);
                 break 'epochs;
             }
             if out.applied {
@@ -125,13 +136,6 @@ pub fn train(
             n_all += 1;
             images += n;
             step += 1;
-            if state.scaler.scale() < MIN_LOSS_SCALE {
-                diverged = Some(format!(
-                    "loss scale collapsed to {:e} at step {step}",
-                    state.scaler.scale()
-                ));
-                break 'epochs;
-            }
         }
         let train_secs = t_epoch.elapsed().as_secs_f64();
         if skipped == n_all

@@ -64,6 +64,20 @@ pub struct RunArgs {
     /// inherits its history (identical trials are not run again); the old store is unchanged.
     #[arg(long, value_name = "NEW_NAME", conflicts_with = "fresh")]
     pub fork: Option<String>,
+    /// Stop a trial still running after this many seconds and record it as timed out [0: no limit].
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub trial_timeout: f64,
+    /// Stop a trial that prints no progress line for this many seconds and record it as stalled
+    /// [0: no limit].
+    #[arg(long, value_name = "SECS", default_value_t = crate::scheduler::DEFAULT_STALL_TIMEOUT.as_secs_f64())]
+    pub stall_timeout: f64,
+    /// Run a crashed trial (one that exits without a final record) again up to N more times.
+    #[arg(long, value_name = "N", default_value_t = crate::scheduler::DEFAULT_MAX_RETRIES)]
+    pub max_retries: u32,
+    /// Run every trial command through this launcher (words separated by spaces), e.g.
+    /// `srun -N1 -n1`; it gets the trial command as its arguments and must pass its stdout on.
+    #[arg(long, value_name = "COMMAND")]
+    pub launcher: Option<String>,
 }
 
 /// The commands besides running a study.
@@ -200,6 +214,9 @@ pub struct TrialArgs {
     /// Loss scale: a number or `dynamic`.
     #[arg(long, default_value = "dynamic")]
     pub loss_scale: String,
+    /// A dynamic loss scale below this stops the trial as diverged.
+    #[arg(long, value_name = "SCALE", default_value_t = jizhi_trainer::config::DEFAULT_MIN_LOSS_SCALE)]
+    pub min_loss_scale: f64,
     /// Gradient fusion threshold in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub fusion_threshold_bytes: u64,

@@ -14,6 +14,11 @@ use std::path::Path;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// The search stopped on SIGINT or SIGTERM (exit code 130); its store resumes.
+#[derive(Debug, thiserror::Error)]
+#[error("the search was stopped by {}", crate::signals::name(*.0))]
+pub struct Interrupted(pub i32);
+
 /// Whether an error is bad input (exit code 2) rather than a failure while working.
 pub fn is_bad_input(e: &anyhow::Error) -> bool {
     e.downcast_ref::<SpaceError>().is_some()
@@ -83,6 +88,7 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     if args.max_concurrent == Some(0) {
         bail!(BadInput("--max-concurrent must be at least 1".into()));
     }
+    crate::scheduler::configure(scheduler_settings(args)?);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -107,7 +113,42 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
         (None, true) => Start::Fresh,
         (None, false) => Start::Resume,
     };
-    study::run(plan, start)
+    crate::signals::catch().context("catching SIGINT and SIGTERM")?;
+    study::run(plan, start)?;
+    match crate::signals::stopped_by() {
+        Some(signal) => Err(Interrupted(signal).into()),
+        None => Ok(()),
+    }
+}
+
+/// The scheduler's limits and launcher from the run's options.
+fn scheduler_settings(args: &RunArgs) -> Result<crate::scheduler::Settings> {
+    let limit = |flag: &str, secs: f64| -> Result<Option<std::time::Duration>> {
+        if !(secs.is_finite() && secs >= 0.0) {
+            bail!(BadInput(format!(
+                "{flag} must be a number of seconds >= 0 (0: no limit), got {secs}"
+            )));
+        }
+        Ok((secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs)))
+    };
+    let launcher: Vec<String> = args
+        .launcher
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .map(String::from)
+        .collect();
+    if args.launcher.is_some() && launcher.is_empty() {
+        bail!(BadInput(
+            "--launcher is empty: name the program trials are run through".into()
+        ));
+    }
+    Ok(crate::scheduler::Settings {
+        trial_timeout: limit("--trial-timeout", args.trial_timeout)?,
+        stall_timeout: limit("--stall-timeout", args.stall_timeout)?,
+        max_retries: args.max_retries,
+        launcher,
+        ..Default::default()
+    })
 }
 
 fn plan_command(path: &Path) -> Result<()> {

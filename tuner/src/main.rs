@@ -20,6 +20,7 @@ mod ranks_args;
 mod report;
 mod reproduce;
 mod scheduler;
+mod signals;
 mod space;
 mod store_cmd;
 mod strategy;
@@ -31,6 +32,8 @@ use std::process::ExitCode;
 
 /// Exit code of a bad search-space file or bad options (nothing was written).
 const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of a search stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
         .init();
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<commands::Interrupted>().is_some() => {
+            eprintln!("{e:#}");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             if commands::is_bad_input(&e) {

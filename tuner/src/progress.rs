@@ -87,12 +87,19 @@ impl Progress {
     /// The progress line of an event (and updates the tally).
     pub fn line(&mut self, event: &TrialEvent) -> String {
         match event {
-            TrialEvent::Started(r) => format!(
-                "{} trial {} started: {}",
-                self.prefix(),
-                r.id,
-                describe(r, &self.shown)
-            ),
+            TrialEvent::Started(r) => {
+                // A retry says why the attempt before it ended.
+                let retry = match r.error.as_deref().and_then(|e| e.lines().next()) {
+                    Some(why) if r.attempts > 1 => format!(" (attempt {}; {why})", r.attempts),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} trial {} started{retry}: {}",
+                    self.prefix(),
+                    r.id,
+                    describe(r, &self.shown)
+                )
+            }
             TrialEvent::Epoch {
                 record,
                 metrics,

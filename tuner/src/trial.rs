@@ -96,6 +96,7 @@ impl TrialArgs {
                 })?,
             },
         };
+        cfg.min_loss_scale = self.min_loss_scale;
         cfg.fusion_threshold_bytes = self.fusion_threshold_bytes;
         cfg.threads = self.threads;
         cfg.seed = self.seed;
@@ -152,6 +153,11 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
     );
     push("threads", cfg.threads.to_string());
     push("seed", cfg.seed.to_string());
+    // Only when changed, so that commands recorded before the option existed still match.
+    if cfg.min_loss_scale != jizhi_trainer::config::DEFAULT_MIN_LOSS_SCALE {
+        args.push("--min-loss-scale".into());
+        args.push(cfg.min_loss_scale.to_string());
+    }
     if let Some(path) = &cfg.checkpoint {
         args.push("--checkpoint".into());
         args.push(path.display().to_string());
@@ -225,6 +231,7 @@ mod tests {
         cfg.lr_decay = LrDecay::Cosine;
         cfg.label_smoothing = 0.1;
         cfg.model = ModelKind::Resnet20Proxy;
+        cfg.min_loss_scale = 0.25;
         let mut argv = vec!["x".to_string()];
         argv.extend(command_line(&cfg));
         let parsed = match Wrapper::try_parse_from(argv) {
