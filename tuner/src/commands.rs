@@ -33,6 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Import(args)) => crate::import::run(&args),
         Some(Command::Store(command)) => crate::store_cmd::run(&command),
         Some(Command::Bench(command)) => crate::bench::run(&command),
+        Some(Command::Simulate(args)) => crate::simulate::run(&args),
         None => {
             let space = cli.space.context("a search-space file is required (see --help)")?;
             run(&space, &cli.run)

@@ -17,6 +17,7 @@ mod progress;
 mod ranking;
 mod report;
 mod scheduler;
+mod simulate;
 mod space;
 mod store_cmd;
 mod strategy;
