@@ -106,7 +106,11 @@ impl StoreError {
                 dir: dir.to_path_buf(),
                 detail: format!("{what}: {detail}"),
             },
-            StoreError::Sled { op, source: sled::Error::Corruption { .. }, .. } => StoreError::Damaged {
+            StoreError::Sled {
+                op,
+                source: sled::Error::Corruption { .. },
+                ..
+            } => StoreError::Damaged {
                 dir: dir.to_path_buf(),
                 detail: format!("the index database reported corruption during {op}"),
             },

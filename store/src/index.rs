@@ -75,7 +75,9 @@ impl Index {
                 sled::Error::Io(ref e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     StoreError::Sled { op, path, source }
                 }
-                source if existed => StoreError::corrupt("index", format!("the database cannot be opened: {source}")),
+                source if existed => {
+                    StoreError::corrupt("index", format!("the database cannot be opened: {source}"))
+                }
                 source => StoreError::Sled { op, path, source },
             }
         };
@@ -98,7 +100,11 @@ impl Index {
 
     /// Maps a sled error for operation `op`.
     pub(crate) fn err(&self, op: &'static str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
-        move |source| StoreError::Sled { op, path: self.path.clone(), source }
+        move |source| StoreError::Sled {
+            op,
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Applies one journal entry that ends at journal offset `end`.
@@ -110,14 +116,16 @@ impl Index {
                     .map_err(self.err("write study"))?;
             }
             Entry::Trial(trial) => {
-                self
-                    .trials
+                self.trials
                     .insert(keys::trial_key(trial.id), encode_trial_head(trial)?)
                     .map_err(self.err("write trial"))?;
             }
             Entry::Epoch { trial, metrics } => {
                 self.epochs
-                    .insert(keys::epoch_key(*trial, metrics.epoch), &encode_epoch(metrics)[..])
+                    .insert(
+                        keys::epoch_key(*trial, metrics.epoch),
+                        &encode_epoch(metrics)[..],
+                    )
                     .map_err(self.err("write epoch"))?;
             }
             Entry::ClearEpochs { trial } => {
@@ -126,25 +134,30 @@ impl Index {
                     let (key, _) = item.map_err(self.err("scan epochs"))?;
                     batch.remove(key);
                 }
-                self.epochs.apply_batch(batch).map_err(self.err("clear epochs"))?;
+                self.epochs
+                    .apply_batch(batch)
+                    .map_err(self.err("clear epochs"))?;
             }
             Entry::Event(event) => {
-                self
-                    .events
+                self.events
                     .insert(keys::event_key(end), encode("event", event)?)
                     .map_err(self.err("write event"))?;
             }
             Entry::Command { trial, args } => {
-                self
-                    .commands
+                self.commands
                     .insert(keys::trial_key(*trial), encode("trial command", args)?)
                     .map_err(self.err("write trial command"))?;
             }
             Entry::Inherited { trial, args } => {
-                let record = InheritedRecord { trial: trial.clone(), args: args.clone() };
-                self
-                    .inherited
-                    .insert(keys::trial_key(trial.id), encode("inherited trial", &record)?)
+                let record = InheritedRecord {
+                    trial: trial.clone(),
+                    args: args.clone(),
+                };
+                self.inherited
+                    .insert(
+                        keys::trial_key(trial.id),
+                        encode("inherited trial", &record)?,
+                    )
                     .map_err(self.err("write inherited trial"))?;
             }
         }
@@ -166,29 +179,49 @@ impl Index {
 
     /// The last checkpoint, if one was recorded.
     pub(crate) fn read_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let value = self.meta.get(CHECKPOINT_KEY).map_err(self.err("read checkpoint"))?;
+        let value = self
+            .meta
+            .get(CHECKPOINT_KEY)
+            .map_err(self.err("read checkpoint"))?;
         value.map(|v| decode("checkpoint", &v)).transpose()
     }
 
     /// The journal offset just past the last entry sled applied (as far as sled kept it).
     pub(crate) fn read_applied_end(&self) -> Result<Option<u64>, StoreError> {
-        let value = self.meta.get(APPLIED_KEY).map_err(self.err("read applied offset"))?;
-        value.map(|v| keys::decode_u64("applied offset", &v)).transpose()
+        let value = self
+            .meta
+            .get(APPLIED_KEY)
+            .map_err(self.err("read applied offset"))?;
+        value
+            .map(|v| keys::decode_u64("applied offset", &v))
+            .transpose()
     }
 
     /// Empties every data tree (before a rebuild from the journal); the meta tree is kept.
     pub(crate) fn clear_data(&self) -> Result<(), StoreError> {
-        for tree in [&self.trials, &self.epochs, &self.events, &self.commands, &self.inherited, &self.study] {
+        for tree in [
+            &self.trials,
+            &self.epochs,
+            &self.events,
+            &self.commands,
+            &self.inherited,
+            &self.study,
+        ] {
             tree.clear().map_err(self.err("clear"))?;
         }
         self.meta.remove(APPLIED_KEY).map_err(self.err("clear"))?;
-        self.meta.remove(CHECKPOINT_KEY).map_err(self.err("clear"))?;
+        self.meta
+            .remove(CHECKPOINT_KEY)
+            .map_err(self.err("clear"))?;
         Ok(())
     }
 
     /// The study record, if one was written.
     pub(crate) fn study(&self) -> Result<Option<StudyRecord>, StoreError> {
-        let value = self.study.get(keys::STUDY_KEY).map_err(self.err("read study"))?;
+        let value = self
+            .study
+            .get(keys::STUDY_KEY)
+            .map_err(self.err("read study"))?;
         value.map(|v| decode("study record", &v)).transpose()
     }
 
@@ -280,7 +313,8 @@ fn open_sled(db_path: &Path) -> Result<sled::Db, sled::Error> {
     loop {
         match sled::Config::new().path(db_path).open() {
             Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && start.elapsed() < SLED_LOCK_WAIT =>
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < SLED_LOCK_WAIT =>
             {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
@@ -364,7 +398,11 @@ pub(crate) fn decode_epoch_binary(bytes: &[u8]) -> Option<EpochMetrics> {
 }
 
 /// Decodes one epoch's metrics (binary, or JSON as schema 1 stored them) and checks they match their key.
-pub(crate) fn decode_epoch(trial_id: u64, epoch: u32, bytes: &[u8]) -> Result<EpochMetrics, StoreError> {
+pub(crate) fn decode_epoch(
+    trial_id: u64,
+    epoch: u32,
+    bytes: &[u8],
+) -> Result<EpochMetrics, StoreError> {
     let what = format!("epoch {epoch} of trial {trial_id}");
     let metrics: EpochMetrics = match decode_epoch_binary(bytes) {
         Some(m) => m,
@@ -373,7 +411,10 @@ pub(crate) fn decode_epoch(trial_id: u64, epoch: u32, bytes: &[u8]) -> Result<Ep
     if metrics.epoch != epoch {
         return Err(StoreError::corrupt(
             what,
-            format!("record names epoch {} but is stored under epoch {epoch}", metrics.epoch),
+            format!(
+                "record names epoch {} but is stored under epoch {epoch}",
+                metrics.epoch
+            ),
         ));
     }
     Ok(metrics)
@@ -399,9 +440,19 @@ mod tests {
         assert_eq!(format!("{back:?}"), format!("{m:?}"));
         assert_eq!(back.loss_scale.to_bits(), (-0.0f64).to_bits());
         // Schema 1 wrote JSON; it still reads.
-        let json = serde_json::to_vec(&EpochMetrics { train_loss: 1.5, ..m.clone() }).expect("json");
-        assert_eq!(decode_epoch(1, 77, &json).expect("json decode").train_loss, 1.5);
-        assert!(decode_epoch(1, 78, &encode_epoch(&m)).is_err(), "key and record must agree");
+        let json = serde_json::to_vec(&EpochMetrics {
+            train_loss: 1.5,
+            ..m.clone()
+        })
+        .expect("json");
+        assert_eq!(
+            decode_epoch(1, 77, &json).expect("json decode").train_loss,
+            1.5
+        );
+        assert!(
+            decode_epoch(1, 78, &encode_epoch(&m)).is_err(),
+            "key and record must agree"
+        );
         assert!(decode_epoch(1, 77, &encode_epoch(&m)[..20]).is_err());
     }
 }

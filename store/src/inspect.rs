@@ -58,7 +58,8 @@ impl State {
                 self.commands.insert(trial, args);
             }
             Entry::Inherited { trial, args } => {
-                self.inherited.insert(trial.id, InheritedRecord { trial, args });
+                self.inherited
+                    .insert(trial.id, InheritedRecord { trial, args });
             }
         }
     }
@@ -66,7 +67,11 @@ impl State {
     /// A trial with its epochs.
     fn trial(&self, id: u64) -> Option<TrialRecord> {
         let mut t = self.trials.get(&id)?.clone();
-        t.epochs = self.epochs.range((id, 0)..=(id, u32::MAX)).map(|(_, m)| m.clone()).collect();
+        t.epochs = self
+            .epochs
+            .range((id, 0)..=(id, u32::MAX))
+            .map(|(_, m)| m.clone())
+            .collect();
         Some(t)
     }
 }
@@ -128,7 +133,9 @@ impl CheckReport {
             && self.index_error.is_none()
             && self.index_problems.is_empty()
             && self.mismatches.is_empty()
-            && self.schema_version.is_some_and(|v| v <= schema::SCHEMA_VERSION)
+            && self
+                .schema_version
+                .is_some_and(|v| v <= schema::SCHEMA_VERSION)
     }
 
     fn count(&self, status: TrialStatus) -> usize {
@@ -150,22 +157,43 @@ impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "store {}", self.dir.display())?;
         match self.schema_version {
-            Some(v) if v > schema::SCHEMA_VERSION => {
-                writeln!(f, "  schema: version {v}, newer than this build understands ({})", schema::SCHEMA_VERSION)?
-            }
-            Some(v) if v < schema::SCHEMA_VERSION => {
-                writeln!(f, "  schema: version {v} (opening it migrates it to {})", schema::SCHEMA_VERSION)?
-            }
+            Some(v) if v > schema::SCHEMA_VERSION => writeln!(
+                f,
+                "  schema: version {v}, newer than this build understands ({})",
+                schema::SCHEMA_VERSION
+            )?,
+            Some(v) if v < schema::SCHEMA_VERSION => writeln!(
+                f,
+                "  schema: version {v} (opening it migrates it to {})",
+                schema::SCHEMA_VERSION
+            )?,
             Some(v) => writeln!(f, "  schema: version {v}")?,
             None => writeln!(f, "  schema: unknown (the index could not be read)")?,
         }
         match self.journal_bytes {
-            None => writeln!(f, "  journal: none (a schema 1 store keeps its history in the index only)")?,
+            None => writeln!(
+                f,
+                "  journal: none (a schema 1 store keeps its history in the index only)"
+            )?,
             Some(bytes) => {
-                let state = if self.journal_damage.is_empty() { "intact" } else { "DAMAGED" };
-                writeln!(f, "  journal: {state}, {} records in {bytes} bytes", self.journal_records)?;
+                let state = if self.journal_damage.is_empty() {
+                    "intact"
+                } else {
+                    "DAMAGED"
+                };
+                writeln!(
+                    f,
+                    "  journal: {state}, {} records in {bytes} bytes",
+                    self.journal_records
+                )?;
                 for d in &self.journal_damage {
-                    writeln!(f, "    unreadable bytes {}..{}: {}", d.offset, d.offset + d.len, d.reason)?;
+                    writeln!(
+                        f,
+                        "    unreadable bytes {}..{}: {}",
+                        d.offset,
+                        d.offset + d.len,
+                        d.reason
+                    )?;
                 }
                 if let Some(at) = self.torn_tail {
                     writeln!(
@@ -179,18 +207,29 @@ impl fmt::Display for CheckReport {
             }
         }
         match &self.index_error {
-            None if self.index_missing => writeln!(f, "  index: none yet (opening the store builds it from the journal)")?,
+            None if self.index_missing => writeln!(
+                f,
+                "  index: none yet (opening the store builds it from the journal)"
+            )?,
             Some(e) => writeln!(f, "  index: DAMAGED, cannot be opened: {e}")?,
             None if self.index_problems.is_empty() => writeln!(f, "  index: intact")?,
             None => {
-                writeln!(f, "  index: DAMAGED, {} unreadable records", self.index_problems.len())?;
+                writeln!(
+                    f,
+                    "  index: DAMAGED, {} unreadable records",
+                    self.index_problems.len()
+                )?;
                 for p in self.index_problems.iter().take(8) {
                     writeln!(f, "    {p}")?;
                 }
             }
         }
         if !self.mismatches.is_empty() {
-            writeln!(f, "  index and journal disagree on {} trials:", self.mismatches.len())?;
+            writeln!(
+                f,
+                "  index and journal disagree on {} trials:",
+                self.mismatches.len()
+            )?;
             for m in self.mismatches.iter().take(8) {
                 writeln!(f, "    {m}")?;
             }
@@ -198,7 +237,11 @@ impl fmt::Display for CheckReport {
         writeln!(
             f,
             "  study: {}",
-            self.study.as_deref().map_or("no study record recovered".to_string(), |s| format!("`{s}`"))
+            self.study
+                .as_deref()
+                .map_or("no study record recovered".to_string(), |s| format!(
+                    "`{s}`"
+                ))
         )?;
         writeln!(
             f,
@@ -212,12 +255,25 @@ impl fmt::Display for CheckReport {
             self.events,
             if self.inherited > 0 { format!(", {} inherited trials", self.inherited) } else { String::new() }
         )?;
-        let from_index: Vec<u64> = self.trials.iter().filter(|t| t.3 == Source::Index).map(|t| t.0).collect();
+        let from_index: Vec<u64> = self
+            .trials
+            .iter()
+            .filter(|t| t.3 == Source::Index)
+            .map(|t| t.0)
+            .collect();
         if !from_index.is_empty() && self.journal_bytes.is_some() {
-            writeln!(f, "  trials recovered from the index only: {}", few(&from_index))?;
+            writeln!(
+                f,
+                "  trials recovered from the index only: {}",
+                few(&from_index)
+            )?;
         }
         if !self.missing.is_empty() {
-            writeln!(f, "  trial ids no readable record mentions (a resumed run plans them again): {}", few(&self.missing))?;
+            writeln!(
+                f,
+                "  trial ids no readable record mentions (a resumed run plans them again): {}",
+                few(&self.missing)
+            )?;
         }
         if self.is_intact() {
             write!(f, "verdict: intact")
@@ -268,21 +324,37 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
 /// Recovers every intact trial of the store in `dir` into a new store in `into` (which must not
 /// exist yet), leaving `dir` unchanged.
 pub fn repair(dir: &Path, into: &Path) -> Result<RepairReport, StoreError> {
-    if into.exists() && std::fs::read_dir(into).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if into.exists()
+        && std::fs::read_dir(into)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(StoreError::Io {
             op: "repair into",
             path: into.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the folder exists and is not empty"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the folder exists and is not empty",
+            ),
         });
     }
     let findings = inspect(dir)?;
     let m = &findings.merged;
     let mut changes: Vec<Change> = Vec::new();
     changes.extend(m.study.clone().map(Change::Study));
-    changes.extend(m.commands.iter().map(|(&trial, args)| Change::Command { trial, args: args.clone() }));
-    changes.extend(m.inherited.values().map(|r| Change::Inherited { trial: r.trial.clone(), args: r.args.clone() }));
+    changes.extend(m.commands.iter().map(|(&trial, args)| Change::Command {
+        trial,
+        args: args.clone(),
+    }));
+    changes.extend(m.inherited.values().map(|r| Change::Inherited {
+        trial: r.trial.clone(),
+        args: r.args.clone(),
+    }));
     changes.extend(m.trials.values().cloned().map(Change::Trial));
-    changes.extend(m.epochs.iter().map(|(&(trial, _), metrics)| Change::Epoch { trial, metrics: metrics.clone() }));
+    changes.extend(m.epochs.iter().map(|(&(trial, _), metrics)| Change::Epoch {
+        trial,
+        metrics: metrics.clone(),
+    }));
     changes.extend(m.events.values().cloned().map(Change::Event));
     changes.push(Change::Event(Event {
         unix_ms: unix_ms(),
@@ -293,7 +365,10 @@ pub fn repair(dir: &Path, into: &Path) -> Result<RepairReport, StoreError> {
     let store = Store::open(into)?;
     store.apply_all(changes)?;
     drop(store);
-    Ok(RepairReport { check: findings.report, into: into.to_path_buf() })
+    Ok(RepairReport {
+        check: findings.report,
+        into: into.to_path_buf(),
+    })
 }
 
 fn unix_ms() -> u64 {
@@ -309,7 +384,10 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
         return Err(StoreError::Io {
             op: "inspect",
             path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store (journal or index) in this folder"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no store (journal or index) in this folder",
+            ),
         });
     }
     let _lock = DirLock::acquire(dir)?;
@@ -317,7 +395,8 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     // The journal, frame by frame.
     let journal_path = dir.join(JOURNAL_FILE);
     let mut journal_state = State::default();
-    let (mut journal_bytes, mut journal_records, mut journal_damage, mut torn_tail) = (None, 0, Vec::new(), None);
+    let (mut journal_bytes, mut journal_records, mut journal_damage, mut torn_tail) =
+        (None, 0, Vec::new(), None);
     let mut journal_ends = Vec::new();
     if journal_path.is_file() {
         let bytes = journal::read_file(&journal_path)?;
@@ -360,7 +439,9 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     if let Some(len) = journal_bytes {
         let holds = index.checkpoint.max(index.applied_end);
         if holds > len {
-            report.journal_cut = Some(format!("the index holds records up to byte {holds} but the journal has {len} bytes"));
+            report.journal_cut = Some(format!(
+                "the index holds records up to byte {holds} but the journal has {len} bytes"
+            ));
         }
     }
 
@@ -374,10 +455,21 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     }
 
     // Merge: per trial, the record that got furthest; the journal wins ties.
-    let mut merged = if has_journal { journal_state.clone() } else { index.state.clone() };
+    let mut merged = if has_journal {
+        journal_state.clone()
+    } else {
+        index.state.clone()
+    };
     let mut sources = BTreeMap::new();
     for &id in merged.trials.keys() {
-        sources.insert(id, if has_journal { Source::Journal } else { Source::Index });
+        sources.insert(
+            id,
+            if has_journal {
+                Source::Journal
+            } else {
+                Source::Index
+            },
+        );
     }
     if has_journal && index.error.is_none() && !index.missing {
         if merged.study.is_none() {
@@ -412,13 +504,19 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
             }
         }
         // Disagreements between the index (as it would be after opening) and the journal.
-        let ids: std::collections::BTreeSet<u64> =
-            recovered_index.trials.keys().chain(journal_state.trials.keys()).copied().collect();
+        let ids: std::collections::BTreeSet<u64> = recovered_index
+            .trials
+            .keys()
+            .chain(journal_state.trials.keys())
+            .copied()
+            .collect();
         for id in ids {
             let (a, b) = (recovered_index.trial(id), journal_state.trial(id));
             // Compared as stored (JSON), so that a NaN loss equals itself.
             if serde_json::to_string(&a).ok() != serde_json::to_string(&b).ok() {
-                report.mismatches.push(describe_mismatch(id, a.as_ref(), b.as_ref()));
+                report
+                    .mismatches
+                    .push(describe_mismatch(id, a.as_ref(), b.as_ref()));
             }
         }
         if recovered_index.events != journal_state.events {
@@ -435,20 +533,45 @@ fn inspect(dir: &Path) -> Result<Findings, StoreError> {
     report.inherited = merged.inherited.len();
     for &id in merged.trials.keys() {
         if let Some(t) = merged.trial(id) {
-            report.trials.push((id, t.status, t.epochs.len(), sources.get(&id).copied().unwrap_or(Source::Journal)));
+            report.trials.push((
+                id,
+                t.status,
+                t.epochs.len(),
+                sources.get(&id).copied().unwrap_or(Source::Journal),
+            ));
         }
     }
     if let Some(&max) = merged.trials.keys().next_back() {
-        report.missing = (1..max).filter(|id| !merged.trials.contains_key(id)).collect();
+        report.missing = (1..max)
+            .filter(|id| !merged.trials.contains_key(id))
+            .collect();
     }
     Ok(Findings { report, merged })
 }
 
-fn describe_mismatch(id: u64, index: Option<&TrialRecord>, journal: Option<&TrialRecord>) -> String {
-    let word = |t: &TrialRecord| format!("{:?}, attempt {}, {} epochs", t.status, t.attempts, t.epochs.len()).to_lowercase();
+fn describe_mismatch(
+    id: u64,
+    index: Option<&TrialRecord>,
+    journal: Option<&TrialRecord>,
+) -> String {
+    let word = |t: &TrialRecord| {
+        format!(
+            "{:?}, attempt {}, {} epochs",
+            t.status,
+            t.attempts,
+            t.epochs.len()
+        )
+        .to_lowercase()
+    };
     match (index, journal) {
-        (Some(i), Some(j)) if word(i) == word(j) => format!("trial {id}: the index and the journal hold different values"),
-        (Some(i), Some(j)) => format!("trial {id}: index says {}, journal says {}", word(i), word(j)),
+        (Some(i), Some(j)) if word(i) == word(j) => {
+            format!("trial {id}: the index and the journal hold different values")
+        }
+        (Some(i), Some(j)) => format!(
+            "trial {id}: index says {}, journal says {}",
+            word(i),
+            word(j)
+        ),
         (Some(i), None) => format!("trial {id}: only in the index ({})", word(i)),
         (None, Some(j)) => format!("trial {id}: only in the journal ({})", word(j)),
         (None, None) => format!("trial {id}"),
@@ -471,7 +594,10 @@ struct IndexRead {
 fn read_index_copy(dir: &Path) -> IndexRead {
     let db = dir.join(DB_DIR);
     if !db.is_dir() {
-        return IndexRead { missing: true, ..Default::default() };
+        return IndexRead {
+            missing: true,
+            ..Default::default()
+        };
     }
     let copy = scratch_dir();
     let result = copy_dir(&db, &copy)
@@ -483,7 +609,10 @@ fn read_index_copy(dir: &Path) -> IndexRead {
             read
         });
     let _ = std::fs::remove_dir_all(&copy);
-    result.unwrap_or_else(|e| IndexRead { error: Some(e), ..Default::default() })
+    result.unwrap_or_else(|e| IndexRead {
+        error: Some(e),
+        ..Default::default()
+    })
 }
 
 fn read_index(index: &Index) -> IndexRead {
@@ -494,7 +623,11 @@ fn read_index(index: &Index) -> IndexRead {
             problems.push(format!("schema version: {e}"));
             None
         });
-        r.checkpoint = index.read_checkpoint().ok().flatten().map_or(0, |c| c.offset);
+        r.checkpoint = index
+            .read_checkpoint()
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.offset);
         r.applied_end = index.read_applied_end().ok().flatten().unwrap_or(0);
         match index.study() {
             Ok(s) => r.state.study = s,
@@ -508,28 +641,46 @@ fn read_index(index: &Index) -> IndexRead {
         });
         each(&index.epochs, "epochs", &mut problems, |k, v| {
             let (trial, epoch) = keys::decode_epoch_key(k)?;
-            state.epochs.insert((trial, epoch), index::decode_epoch(trial, epoch, v)?);
+            state
+                .epochs
+                .insert((trial, epoch), index::decode_epoch(trial, epoch, v)?);
             Ok(())
         });
         each(&index.events, "events", &mut problems, |k, v| {
             let at = keys::decode_u64("event key", k)?;
-            state.events.insert(at, crate::codec::decode(&format!("event at {at}"), v)?);
+            state
+                .events
+                .insert(at, crate::codec::decode(&format!("event at {at}"), v)?);
             Ok(())
         });
         each(&index.commands, "trial commands", &mut problems, |k, v| {
             let id = keys::decode_u64("trial command key", k)?;
-            state.commands.insert(id, crate::codec::decode(&format!("command of trial {id}"), v)?);
+            state.commands.insert(
+                id,
+                crate::codec::decode(&format!("command of trial {id}"), v)?,
+            );
             Ok(())
         });
-        each(&index.inherited, "inherited trials", &mut problems, |k, v| {
-            let id = keys::decode_u64("inherited trial key", k)?;
-            state.inherited.insert(id, crate::codec::decode(&format!("inherited trial {id}"), v)?);
-            Ok(())
-        });
+        each(
+            &index.inherited,
+            "inherited trials",
+            &mut problems,
+            |k, v| {
+                let id = keys::decode_u64("inherited trial key", k)?;
+                state.inherited.insert(
+                    id,
+                    crate::codec::decode(&format!("inherited trial {id}"), v)?,
+                );
+                Ok(())
+            },
+        );
         r.problems = problems;
         r
     });
-    guarded.unwrap_or_else(|e| IndexRead { error: Some(e.to_string()), ..Default::default() })
+    guarded.unwrap_or_else(|e| IndexRead {
+        error: Some(e.to_string()),
+        ..Default::default()
+    })
 }
 
 /// Calls `f` on every key and value of `tree`, reporting records it rejects and stopping at a
@@ -561,7 +712,10 @@ fn scratch_dir() -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    std::env::temp_dir().join(format!("jizhi-store-inspect-{}-{nanos}", std::process::id()))
+    std::env::temp_dir().join(format!(
+        "jizhi-store-inspect-{}-{nanos}",
+        std::process::id()
+    ))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -101,7 +101,10 @@ fn payload(entry: &Entry) -> Result<Vec<u8>, StoreError> {
         out.extend_from_slice(&crate::index::encode_epoch(metrics));
         return Ok(out);
     }
-    serde_json::to_vec(entry).map_err(|source| StoreError::Encode { what: "journal entry".into(), source })
+    serde_json::to_vec(entry).map_err(|source| StoreError::Encode {
+        what: "journal entry".into(),
+        source,
+    })
 }
 
 /// Decodes a payload into an entry.
@@ -114,7 +117,10 @@ fn entry_of(payload: &[u8]) -> Result<Entry, String> {
         return match epoch {
             Some(metrics) => {
                 id.copy_from_slice(&payload[1..9]);
-                Ok(Entry::Epoch { trial: u64::from_be_bytes(id), metrics })
+                Ok(Entry::Epoch {
+                    trial: u64::from_be_bytes(id),
+                    metrics,
+                })
             }
             None => Err("a malformed epoch record".into()),
         };
@@ -190,7 +196,10 @@ fn frame_at(bytes: &[u8]) -> FrameAt {
 
 /// Reads `bytes` (the journal from offset `base` on) into entries, damage and a torn tail.
 pub(crate) fn scan(bytes: &[u8], base: u64) -> Scan {
-    let mut out = Scan { good_end: base, ..Scan::default() };
+    let mut out = Scan {
+        good_end: base,
+        ..Scan::default()
+    };
     let mut p = 0usize;
     while p < bytes.len() {
         match frame_at(&bytes[p..]) {
@@ -221,7 +230,11 @@ pub(crate) fn scan(bytes: &[u8], base: u64) -> Scan {
                     FrameAt::Bad(why) => why,
                     _ => "a record cut short".into(),
                 };
-                out.damage.push(Damage { offset: base + p as u64, len: rest.len() as u64, reason });
+                out.damage.push(Damage {
+                    offset: base + p as u64,
+                    len: rest.len() as u64,
+                    reason,
+                });
                 match next {
                     Some(q) => p = q,
                     None => {
@@ -265,7 +278,9 @@ pub(crate) fn first_study(path: &Path) -> Result<Option<StudyRecord>, StoreError
                 _ => None,
             });
         }
-        reader.seek_relative(rest as i64).map_err(io("read journal", path))?;
+        reader
+            .seek_relative(rest as i64)
+            .map_err(io("read journal", path))?;
     }
 }
 
@@ -274,7 +289,10 @@ fn next_frame(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + MAGIC.len() <= bytes.len() {
         let at = bytes[i..].windows(MAGIC.len()).position(|w| w == MAGIC)? + i;
-        if matches!(frame_at(&bytes[at..]), FrameAt::Good(..) | FrameAt::Unreadable(..)) {
+        if matches!(
+            frame_at(&bytes[at..]),
+            FrameAt::Good(..) | FrameAt::Unreadable(..)
+        ) {
             return Some(at);
         }
         i = at + 1;
@@ -300,8 +318,15 @@ impl Journal {
             .create(true)
             .open(path)
             .map_err(io("open journal", path))?;
-        let len = file.metadata().map_err(io("read journal size", path))?.len();
-        Ok(Journal { file, path: path.to_path_buf(), len })
+        let len = file
+            .metadata()
+            .map_err(io("read journal size", path))?
+            .len();
+        Ok(Journal {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
     }
 
     /// Length of the journal in bytes.
@@ -312,30 +337,45 @@ impl Journal {
     /// Reads the journal from `from` to its end.
     pub(crate) fn read_from(&mut self, from: u64) -> Result<Vec<u8>, StoreError> {
         let mut bytes = Vec::with_capacity(self.len.saturating_sub(from) as usize);
-        self.file.seek(SeekFrom::Start(from)).map_err(io("read journal", &self.path))?;
-        self.file.read_to_end(&mut bytes).map_err(io("read journal", &self.path))?;
+        self.file
+            .seek(SeekFrom::Start(from))
+            .map_err(io("read journal", &self.path))?;
+        self.file
+            .read_to_end(&mut bytes)
+            .map_err(io("read journal", &self.path))?;
         Ok(bytes)
     }
 
     /// Cuts the journal back to `len` bytes (a torn tail) and makes that durable.
     pub(crate) fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
-        self.file.set_len(len).map_err(io("cut the torn tail of the journal", &self.path))?;
-        self.file.sync_all().map_err(io("sync journal", &self.path))?;
+        self.file
+            .set_len(len)
+            .map_err(io("cut the torn tail of the journal", &self.path))?;
+        self.file
+            .sync_all()
+            .map_err(io("sync journal", &self.path))?;
         self.len = len;
         Ok(())
     }
 
     /// Appends already-framed bytes and fsyncs them; returns the new length.
     pub(crate) fn append(&mut self, frames: &[u8]) -> Result<u64, StoreError> {
-        self.file.write_all(frames).map_err(io("append to journal", &self.path))?;
-        self.file.sync_data().map_err(io("sync journal", &self.path))?;
+        self.file
+            .write_all(frames)
+            .map_err(io("append to journal", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io("sync journal", &self.path))?;
         self.len += frames.len() as u64;
         Ok(self.len)
     }
 }
 
 /// Writes a complete journal of `entries` to `path` atomically (temporary file, fsync, rename).
-pub(crate) fn write_whole(path: &Path, entries: impl IntoIterator<Item = Entry>) -> Result<u64, StoreError> {
+pub(crate) fn write_whole(
+    path: &Path,
+    entries: impl IntoIterator<Item = Entry>,
+) -> Result<u64, StoreError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io("create journal", &tmp))?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -379,7 +419,12 @@ mod tests {
     use super::*;
 
     fn event(i: u64) -> Entry {
-        Entry::Event(Event { unix_ms: i, trial_id: Some(i), kind: "k".into(), detail: format!("d{i}") })
+        Entry::Event(Event {
+            unix_ms: i,
+            trial_id: Some(i),
+            kind: "k".into(),
+            detail: format!("d{i}"),
+        })
     }
 
     fn journal(n: u64) -> Vec<u8> {
@@ -437,18 +482,34 @@ mod tests {
                 wall_secs: Some(w),
                 epochs: Vec::new(),
             };
-            bytes.extend(frame(&Entry::Epoch { trial: 1, metrics: metrics.clone() }).expect("frame"));
+            bytes.extend(
+                frame(&Entry::Epoch {
+                    trial: 1,
+                    metrics: metrics.clone(),
+                })
+                .expect("frame"),
+            );
             bytes.extend(frame(&Entry::Trial(trial)).expect("frame"));
             want.push((v, w));
         }
         let s = scan(&bytes, 0);
         assert_eq!(s.entries.len(), 2 * want.len());
         for (pair, (v, w)) in s.entries.chunks(2).zip(&want) {
-            let (Entry::Epoch { metrics: m, .. }, Entry::Trial(t)) = (&pair[0].1, &pair[1].1) else {
+            let (Entry::Epoch { metrics: m, .. }, Entry::Trial(t)) = (&pair[0].1, &pair[1].1)
+            else {
                 panic!("{pair:?}");
             };
-            for (got, want) in [(m.train_loss, *v), (m.val_top1, *w), (t.final_val_top1.unwrap_or(0.0), *v), (t.wall_secs.unwrap_or(0.0), *w)] {
-                assert_eq!(got.to_bits(), want.to_bits(), "{want:e} came back as {got:e}");
+            for (got, want) in [
+                (m.train_loss, *v),
+                (m.val_top1, *w),
+                (t.final_val_top1.unwrap_or(0.0), *v),
+                (t.wall_secs.unwrap_or(0.0), *w),
+            ] {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{want:e} came back as {got:e}"
+                );
             }
             assert!(m.images_per_sec.is_nan() && m.loss_scale == f64::NEG_INFINITY);
         }
@@ -494,7 +555,12 @@ mod tests {
     fn the_first_study_record_is_found_from_the_headers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("journal");
-        let study = StudyRecord { name: "s".into(), space_text: "x = 1".into(), seed: 1, created_unix: 2 };
+        let study = StudyRecord {
+            name: "s".into(),
+            space_text: "x = 1".into(),
+            seed: 1,
+            created_unix: 2,
+        };
         let mut bytes = journal(3);
         std::fs::write(&path, &bytes).expect("write");
         assert_eq!(first_study(&path).expect("read"), None);
@@ -504,7 +570,11 @@ mod tests {
         assert_eq!(first_study(&path).expect("read"), Some(study));
         bytes[0] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
-        assert_eq!(first_study(&path).expect("read"), None, "a damaged frame before it stops the walk");
+        assert_eq!(
+            first_study(&path).expect("read"),
+            None,
+            "a damaged frame before it stops the walk"
+        );
     }
 
     #[test]

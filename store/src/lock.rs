@@ -135,7 +135,10 @@ mod tests {
             Err(StoreError::Locked { pid, command, .. }) => {
                 assert_eq!(pid, std::process::id());
                 let me = std::env::args().next().unwrap_or_default();
-                assert!(command.starts_with(&me), "{command} should be this test's command line");
+                assert!(
+                    command.starts_with(&me),
+                    "{command} should be this test's command line"
+                );
             }
             other => panic!("expected Locked, got {other:?}"),
         }

@@ -13,7 +13,12 @@ fn damage_text(scan: &Scan) -> Option<String> {
         1 => String::new(),
         n => format!(" (and {} more damaged ranges)", n - 1),
     };
-    Some(format!("the journal is unreadable at bytes {}..{} ({}){more}", d.offset, d.offset + d.len, d.reason))
+    Some(format!(
+        "the journal is unreadable at bytes {}..{} ({}){more}",
+        d.offset,
+        d.offset + d.len,
+        d.reason
+    ))
 }
 
 /// Cuts a torn tail (an unacknowledged half-written frame of a killed run) off the journal.
@@ -29,7 +34,11 @@ fn cut_torn_tail(journal: &mut Journal, scan: &Scan) -> Result<(), StoreError> {
 }
 
 /// Replays the journal after `checkpoint` into the index.
-pub(crate) fn catch_up(index: &Index, journal: &mut Journal, checkpoint: Checkpoint) -> Result<(), StoreError> {
+pub(crate) fn catch_up(
+    index: &Index,
+    journal: &mut Journal,
+    checkpoint: Checkpoint,
+) -> Result<(), StoreError> {
     let len = journal.len();
     let applied = index.read_applied_end()?.unwrap_or(0);
     if checkpoint.offset > len || applied > len {
@@ -57,7 +66,9 @@ pub(crate) fn catch_up(index: &Index, journal: &mut Journal, checkpoint: Checkpo
         index.apply(entry, *end)?;
     }
     if !scan.entries.is_empty() || scan.torn_tail.is_some() {
-        index.checkpoint(Checkpoint { offset: journal.len() })?;
+        index.checkpoint(Checkpoint {
+            offset: journal.len(),
+        })?;
     }
     Ok(())
 }
@@ -75,7 +86,9 @@ pub(crate) fn rebuild(index: &Index, path: &Path) -> Result<Checkpoint, StoreErr
     for (end, entry) in &scan.entries {
         index.apply(entry, *end)?;
     }
-    let checkpoint = Checkpoint { offset: journal.len() };
+    let checkpoint = Checkpoint {
+        offset: journal.len(),
+    };
     index.checkpoint(checkpoint)?;
     Ok(checkpoint)
 }

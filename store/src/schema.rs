@@ -52,14 +52,24 @@ pub(crate) const STEPS: &[Step] = &[Step {
 
 /// The schema version recorded in the index, if any.
 pub(crate) fn read_version(index: &Index) -> Result<Option<u32>, StoreError> {
-    let stored = index.meta.get(keys::SCHEMA_VERSION_KEY).map_err(index.err("read schema version"))?;
-    stored.map(|b| keys::decode_u32("schema version", &b)).transpose()
+    let stored = index
+        .meta
+        .get(keys::SCHEMA_VERSION_KEY)
+        .map_err(index.err("read schema version"))?;
+    stored
+        .map(|b| keys::decode_u32("schema version", &b))
+        .transpose()
 }
 
 /// The marker of an interrupted migration, if any.
 pub(crate) fn read_marker(index: &Index) -> Result<Option<Marker>, StoreError> {
-    let stored = index.meta.get(MIGRATING_KEY).map_err(index.err("read migration marker"))?;
-    stored.map(|b| crate::codec::decode("migration marker", &b)).transpose()
+    let stored = index
+        .meta
+        .get(MIGRATING_KEY)
+        .map_err(index.err("read migration marker"))?;
+    stored
+        .map(|b| crate::codec::decode("migration marker", &b))
+        .transpose()
 }
 
 /// Records the current version in a new index.
@@ -79,29 +89,58 @@ pub(crate) fn migrate(index: &Index, dir: &Path) -> Result<Vec<&'static str>, St
         let step = STEPS
             .iter()
             .find(|s| s.from == marker.from && s.to == marker.to && s.name == marker.step)
-            .ok_or_else(|| StoreError::UnsupportedSchema { dir: dir.to_path_buf(), found: marker.to, supported: SCHEMA_VERSION })?;
-        tracing::warn!(step = step.name, "finishing an interrupted store migration in {}", dir.display());
+            .ok_or_else(|| StoreError::UnsupportedSchema {
+                dir: dir.to_path_buf(),
+                found: marker.to,
+                supported: SCHEMA_VERSION,
+            })?;
+        tracing::warn!(
+            step = step.name,
+            "finishing an interrupted store migration in {}",
+            dir.display()
+        );
         (step.run)(index, dir)?;
         finish(index, step)?;
         ran.push(step.name);
     }
     loop {
-        let version = read_version(index)?
-            .ok_or_else(|| StoreError::corrupt("schema version", "the index records no schema version"))?;
+        let version = read_version(index)?.ok_or_else(|| {
+            StoreError::corrupt("schema version", "the index records no schema version")
+        })?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::UnsupportedSchema { dir: dir.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+            return Err(StoreError::UnsupportedSchema {
+                dir: dir.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         if version == SCHEMA_VERSION {
             return Ok(ran);
         }
         let step = STEPS.iter().find(|s| s.from == version).ok_or_else(|| {
-            StoreError::corrupt("schema version", format!("no migration step starts at version {version}"))
+            StoreError::corrupt(
+                "schema version",
+                format!("no migration step starts at version {version}"),
+            )
         })?;
-        tracing::info!(step = step.name, "migrating store {} from schema {} to {}", dir.display(), step.from, step.to);
-        let marker = Marker { from: step.from, to: step.to, step: step.name.into() };
+        tracing::info!(
+            step = step.name,
+            "migrating store {} from schema {} to {}",
+            dir.display(),
+            step.from,
+            step.to
+        );
+        let marker = Marker {
+            from: step.from,
+            to: step.to,
+            step: step.name.into(),
+        };
         index
             .meta
-            .insert(MIGRATING_KEY, crate::codec::encode("migration marker", &marker)?)
+            .insert(
+                MIGRATING_KEY,
+                crate::codec::encode("migration marker", &marker)?,
+            )
             .map_err(index.err("write migration marker"))?;
         index.db.flush().map_err(index.err("flush"))?;
         (step.run)(index, dir)?;
@@ -115,7 +154,10 @@ fn finish(index: &Index, step: &Step) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     batch.insert(keys::SCHEMA_VERSION_KEY, &step.to.to_be_bytes());
     batch.remove(MIGRATING_KEY);
-    index.meta.apply_batch(batch).map_err(index.err("write schema version"))?;
+    index
+        .meta
+        .apply_batch(batch)
+        .map_err(index.err("write schema version"))?;
     index.db.flush().map_err(index.err("flush"))?;
     Ok(())
 }
@@ -131,7 +173,12 @@ fn journal_from_index(index: &Index, dir: &Path) -> Result<(), StoreError> {
             entries.push(Entry::Study(study));
         }
         entries.extend(index.trial_heads()?.into_iter().map(Entry::Trial));
-        entries.extend(index.all_epochs()?.into_iter().map(|(trial, metrics)| Entry::Epoch { trial, metrics }));
+        entries.extend(
+            index
+                .all_epochs()?
+                .into_iter()
+                .map(|(trial, metrics)| Entry::Epoch { trial, metrics }),
+        );
         entries.extend(index.events()?.into_iter().map(Entry::Event));
         journal::write_whole(&path, entries)?;
     }

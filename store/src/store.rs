@@ -58,7 +58,9 @@ struct Writer {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,10 @@ impl Store {
                 recover::rebuild(&index, &journal_path)?;
             }
             None => {
-                return Err(StoreError::corrupt("index", "it holds trials but no schema version"));
+                return Err(StoreError::corrupt(
+                    "index",
+                    "it holds trials but no schema version",
+                ));
             }
             Some(_) => {
                 schema::migrate(&index, dir)?;
@@ -114,7 +119,11 @@ impl Store {
         }
         Ok(Store {
             index,
-            writer: Mutex::new(Writer { journal, since_checkpoint: 0, broken: false }),
+            writer: Mutex::new(Writer {
+                journal,
+                since_checkpoint: 0,
+                broken: false,
+            }),
             dir: dir.to_path_buf(),
             _lock: lock,
         })
@@ -166,7 +175,10 @@ impl Store {
 
     /// Appends (or replaces, keyed by epoch number) one epoch's metrics of a trial; durable on return.
     pub fn put_epoch(&self, trial_id: u64, metrics: &EpochMetrics) -> Result<(), StoreError> {
-        self.apply_all([Change::Epoch { trial: trial_id, metrics: metrics.clone() }])
+        self.apply_all([Change::Epoch {
+            trial: trial_id,
+            metrics: metrics.clone(),
+        }])
     }
 
     /// Deletes all stored epochs of a trial (used before rerunning an interrupted trial); durable on return.
@@ -176,7 +188,10 @@ impl Store {
 
     /// Records the trial command line a trial id was planned with; durable on return.
     pub fn put_command(&self, trial_id: u64, args: &[String]) -> Result<(), StoreError> {
-        self.apply_all([Change::Command { trial: trial_id, args: args.to_vec() }])
+        self.apply_all([Change::Command {
+            trial: trial_id,
+            args: args.to_vec(),
+        }])
     }
 
     /// Appends an entry to the event log (state changes, for audit); durable on return.
@@ -214,7 +229,12 @@ impl Store {
 
     /// Journals `frames` (the encoding of `changes`, each with its frame length), then applies
     /// them to the index.
-    fn write_chunk(&self, w: &mut Writer, frames: &[u8], changes: &[(Change, u64)]) -> Result<(), StoreError> {
+    fn write_chunk(
+        &self,
+        w: &mut Writer,
+        frames: &[u8],
+        changes: &[(Change, u64)],
+    ) -> Result<(), StoreError> {
         let start = w.journal.len();
         if let Err(e) = w.journal.append(frames) {
             // Take back whatever part of the frames reached the file, so later appends do not
@@ -234,7 +254,11 @@ impl Store {
         }
         w.since_checkpoint += changes.len() as u32;
         if w.since_checkpoint >= CHECKPOINT_EVERY {
-            self.index.checkpoint(Checkpoint { offset: w.journal.len() }).map_err(|e| e.in_store(&self.dir))?;
+            self.index
+                .checkpoint(Checkpoint {
+                    offset: w.journal.len(),
+                })
+                .map_err(|e| e.in_store(&self.dir))?;
             w.since_checkpoint = 0;
         }
         Ok(())
@@ -243,7 +267,11 @@ impl Store {
     /// One trial with its epochs (sorted by epoch).
     pub fn trial(&self, id: u64) -> Result<Option<TrialRecord>, StoreError> {
         self.read(|i| {
-            let Some(value) = i.trials.get(crate::keys::trial_key(id)).map_err(i.err("read trial"))? else {
+            let Some(value) = i
+                .trials
+                .get(crate::keys::trial_key(id))
+                .map_err(i.err("read trial"))?
+            else {
                 return Ok(None);
             };
             let mut trial = index::decode_trial(id, &value)?;
@@ -290,7 +318,10 @@ impl Store {
     pub fn inherited(&self) -> Result<Vec<InheritedTrial>, StoreError> {
         self.read(|i| i.inherited()).map(|v| {
             v.into_iter()
-                .map(|InheritedRecord { trial, args }| InheritedTrial { trial, command: args })
+                .map(|InheritedRecord { trial, args }| InheritedTrial {
+                    trial,
+                    command: args,
+                })
                 .collect()
         })
     }
@@ -304,7 +335,9 @@ impl Store {
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the lock leaves nothing half-done that the `broken` flag misses.
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -347,7 +380,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         store.put_trial(&trial(1)).expect("put");
-        store.index.trials.insert(keys::trial_key(2), &b"\xff not json {"[..]).expect("raw insert");
+        store
+            .index
+            .trials
+            .insert(keys::trial_key(2), &b"\xff not json {"[..])
+            .expect("raw insert");
         let err = store.trials().expect_err("garbage must not decode");
         assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
         assert_eq!(err.code(), "store-damaged");
@@ -362,19 +399,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let i = &store.index;
-        i.trials.insert(&b"short"[..], &b"{}"[..]).expect("raw insert");
+        i.trials
+            .insert(&b"short"[..], &b"{}"[..])
+            .expect("raw insert");
         assert!(matches!(store.trials(), Err(StoreError::Damaged { .. })));
         i.trials.clear().expect("clear");
         let value = serde_json::to_vec(&trial(9)).expect("encode");
-        i.trials.insert(keys::trial_key(3), value).expect("raw insert");
+        i.trials
+            .insert(keys::trial_key(3), value)
+            .expect("raw insert");
         assert!(matches!(store.trial(3), Err(StoreError::Damaged { .. })));
         i.trials.clear().expect("clear");
-        i.epochs.insert(&b"bad"[..], &b"{}"[..]).expect("raw insert");
+        i.epochs
+            .insert(&b"bad"[..], &b"{}"[..])
+            .expect("raw insert");
         assert!(matches!(store.trials(), Err(StoreError::Damaged { .. })));
         i.epochs.clear().expect("clear");
-        i.events.insert(keys::event_key(0), &b"[]"[..]).expect("raw insert");
+        i.events
+            .insert(keys::event_key(0), &b"[]"[..])
+            .expect("raw insert");
         assert!(matches!(store.events(), Err(StoreError::Damaged { .. })));
-        i.study.insert(keys::STUDY_KEY, &b"7"[..]).expect("raw insert");
+        i.study
+            .insert(keys::STUDY_KEY, &b"7"[..])
+            .expect("raw insert");
         assert!(matches!(store.study(), Err(StoreError::Damaged { .. })));
     }
 
@@ -384,21 +431,40 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             let stored = store.index.meta.get(keys::SCHEMA_VERSION_KEY).expect("get");
-            assert_eq!(stored.as_deref(), Some(&schema::SCHEMA_VERSION.to_be_bytes()[..]));
+            assert_eq!(
+                stored.as_deref(),
+                Some(&schema::SCHEMA_VERSION.to_be_bytes()[..])
+            );
             store
                 .index
                 .meta
-                .insert(keys::SCHEMA_VERSION_KEY, &(schema::SCHEMA_VERSION + 1).to_be_bytes())
+                .insert(
+                    keys::SCHEMA_VERSION_KEY,
+                    &(schema::SCHEMA_VERSION + 1).to_be_bytes(),
+                )
                 .expect("raw insert");
             store.index.db.flush().expect("flush");
         }
         let err = Store::open(dir.path()).expect_err("newer schema must be refused");
-        assert!(matches!(err, StoreError::UnsupportedSchema { found: 3, supported: 2, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                StoreError::UnsupportedSchema {
+                    found: 3,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.code(), "store-schema");
         assert!(err.to_string().contains("schema version 3"), "{err}");
         // The failed open released its lock.
         let err2 = Store::open(dir.path()).expect_err("still refused, not Locked");
-        assert!(matches!(err2, StoreError::UnsupportedSchema { .. }), "{err2:?}");
+        assert!(
+            matches!(err2, StoreError::UnsupportedSchema { .. }),
+            "{err2:?}"
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ fn trial(id: u64) -> TrialRecord {
 fn history(store: &Store) -> Result<String, jizhi_store::StoreError> {
     let study = store.study()?;
     let trials = store.trials()?;
-    let events: Vec<Event> = store.events()?.into_iter().filter(|e| e.kind != "repaired").collect();
+    let events: Vec<Event> = store
+        .events()?
+        .into_iter()
+        .filter(|e| e.kind != "repaired")
+        .collect();
     let mut lines = vec![format!("{study:?}")];
     lines.extend(trials.iter().map(|t| format!("{t:?}")));
     lines.extend(events.iter().map(|e| format!("{e:?}")));
@@ -64,7 +68,12 @@ fn history(store: &Store) -> Result<String, jizhi_store::StoreError> {
 fn build(dir: &Path) -> String {
     let store = Store::open(dir).expect("open");
     store
-        .put_study(&StudyRecord { name: "damage".into(), space_text: "x = 1\n".into(), seed: 3, created_unix: 1 })
+        .put_study(&StudyRecord {
+            name: "damage".into(),
+            space_text: "x = 1\n".into(),
+            seed: 3,
+            created_unix: 1,
+        })
         .expect("study");
     for id in 1..=TRIALS {
         let t = trial(id);
@@ -73,7 +82,12 @@ fn build(dir: &Path) -> String {
             store.put_epoch(id, e).expect("epoch");
         }
         store
-            .log_event(&Event { unix_ms: id, trial_id: Some(id), kind: "finished".into(), detail: String::new() })
+            .log_event(&Event {
+                unix_ms: id,
+                trial_id: Some(id),
+                kind: "finished".into(),
+                detail: String::new(),
+            })
             .expect("event");
     }
     history(&store).expect("history")
@@ -118,7 +132,10 @@ fn child(dir: &Path) {
             let into = dir.with_extension("repaired");
             let repaired = jizhi_store::repair(dir, &into).expect("repair runs on a damaged store");
             let store = Store::open(&repaired.into).expect("open the repaired store");
-            println!("REPAIRED\n{}\nEND", history(&store).expect("read the repaired store"));
+            println!(
+                "REPAIRED\n{}\nEND",
+                history(&store).expect("read the repaired store")
+            );
         }
     }
 }
@@ -130,7 +147,13 @@ fn first_difference(got: &str, want: &str) -> String {
         match g.get(i) {
             Some(got_line) if got_line == want_line => {}
             Some(got_line) => return format!("line {i}:\n  got  {got_line}\n  want {want_line}"),
-            None => return format!("{} lines instead of {}; first missing: {want_line}", g.len(), w.len()),
+            None => {
+                return format!(
+                    "{} lines instead of {}; first missing: {want_line}",
+                    g.len(),
+                    w.len()
+                )
+            }
         }
     }
     format!("{} lines instead of {}", g.len(), w.len())
@@ -152,8 +175,15 @@ fn damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it() {
     let seed: u64 = std::env::var("JIZHI_DAMAGE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
-    let cases: usize = std::env::var("JIZHI_DAMAGE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_CASES);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let cases: usize = std::env::var("JIZHI_DAMAGE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_CASES);
     eprintln!("damage test: seed {seed} (replay with JIZHI_DAMAGE_SEED={seed}), {cases} cases");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -167,7 +197,11 @@ fn damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it() {
         let targets = files(&dir);
         // Half the cases hit the journal, half the index files.
         let journal = dir.join("journal");
-        let file = if rng.random_bool(0.5) { journal } else { targets[rng.random_range(0..targets.len())].clone() };
+        let file = if rng.random_bool(0.5) {
+            journal
+        } else {
+            targets[rng.random_range(0..targets.len())].clone()
+        };
         let mut bytes = std::fs::read(&file).expect("read");
         if bytes.is_empty() {
             continue;
@@ -182,27 +216,51 @@ fn damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it() {
             format!("{} cut to {len} bytes", file.display())
         };
         std::fs::write(&file, &bytes).expect("write");
-        let ctx = format!("seed {seed} (replay with JIZHI_DAMAGE_SEED={seed}), case {case}: {what}");
+        let ctx =
+            format!("seed {seed} (replay with JIZHI_DAMAGE_SEED={seed}), case {case}: {what}");
         let out = Command::new(&exe)
-            .args(["--exact", "damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it", "--nocapture"])
+            .args([
+                "--exact",
+                "damaged_files_give_the_full_history_or_an_error_and_repair_recovers_it",
+                "--nocapture",
+            ])
             .env(CHILD_DIR, &dir)
             .output()
             .expect("run the child");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{ctx}: the child failed ({}):\n{stdout}\n{stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "{ctx}: the child failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
         assert!(!stderr.contains("panicked"), "{ctx}: a panic:\n{stderr}");
         if let Some(history) = section(&stdout, "OPENED") {
-            assert!(history == expected, "{ctx}: the store opened but its history changed (a silent loss): {}", first_difference(&history, &expected));
+            assert!(
+                history == expected,
+                "{ctx}: the store opened but its history changed (a silent loss): {}",
+                first_difference(&history, &expected)
+            );
             healed += 1;
         } else {
             assert!(stdout.contains("ERROR store "), "{ctx}: {stdout}");
-            assert!(stdout.contains("CHECK intact=false"), "{ctx}: check did not flag the damage:\n{stdout}");
-            let repaired = section(&stdout, "REPAIRED").unwrap_or_else(|| panic!("{ctx}: no repair:\n{stdout}"));
-            assert!(repaired == expected, "{ctx}: repair did not recover every trial: {}", first_difference(&repaired, &expected));
+            assert!(
+                stdout.contains("CHECK intact=false"),
+                "{ctx}: check did not flag the damage:\n{stdout}"
+            );
+            let repaired = section(&stdout, "REPAIRED")
+                .unwrap_or_else(|| panic!("{ctx}: no repair:\n{stdout}"));
+            assert!(
+                repaired == expected,
+                "{ctx}: repair did not recover every trial: {}",
+                first_difference(&repaired, &expected)
+            );
             refused += 1;
         }
     }
     eprintln!("damage test: seed {seed}: {healed} cases read the full history, {refused} were refused and repaired");
-    assert!(refused > 0, "no case was damaging enough to be refused: the test proves nothing");
+    assert!(
+        refused > 0,
+        "no case was damaging enough to be refused: the test proves nothing"
+    );
 }

@@ -6,7 +6,12 @@ use jizhi_store::{EpochMetrics, Event, Store, StudyRecord, TrialRecord, TrialSta
 use std::path::Path;
 
 fn study() -> StudyRecord {
-    StudyRecord { name: "old".into(), space_text: "[study]\nname = \"old\"\n".into(), seed: 9, created_unix: 1_600_000_000 }
+    StudyRecord {
+        name: "old".into(),
+        space_text: "[study]\nname = \"old\"\n".into(),
+        seed: 9,
+        created_unix: 1_600_000_000,
+    }
 }
 
 fn trial(id: u64) -> TrialRecord {
@@ -15,8 +20,14 @@ fn trial(id: u64) -> TrialRecord {
         stage: "coarse".into(),
         batch: 65536,
         proxy_batch: 3072,
-        params: [("peak_lr".to_string(), serde_json::json!(id as f64 / 4.0))].into_iter().collect(),
-        status: if id == 4 { TrialStatus::Running } else { TrialStatus::Finished },
+        params: [("peak_lr".to_string(), serde_json::json!(id as f64 / 4.0))]
+            .into_iter()
+            .collect(),
+        status: if id == 4 {
+            TrialStatus::Running
+        } else {
+            TrialStatus::Finished
+        },
         attempts: 1,
         error: None,
         final_val_top1: (id != 4).then_some(0.7),
@@ -38,7 +49,12 @@ fn trial(id: u64) -> TrialRecord {
 
 fn events() -> Vec<Event> {
     (0..4u64)
-        .map(|i| Event { unix_ms: 1000 + i, trial_id: Some(i + 1), kind: "started".into(), detail: format!("attempt {i}") })
+        .map(|i| Event {
+            unix_ms: 1000 + i,
+            trial_id: Some(i + 1),
+            kind: "started".into(),
+            detail: format!("attempt {i}"),
+        })
         .collect()
 }
 
@@ -47,26 +63,38 @@ fn write_schema_1(dir: &Path, marker: Option<&str>) {
     let db = sled::open(dir.join("db")).expect("sled");
     let tree = |n: &str| db.open_tree(n).expect("tree");
     let meta = tree("meta");
-    meta.insert("schema_version", &1u32.to_be_bytes()).expect("version");
+    meta.insert("schema_version", &1u32.to_be_bytes())
+        .expect("version");
     if let Some(m) = marker {
         meta.insert("migrating", m.as_bytes()).expect("marker");
     }
-    tree("study").insert("study", serde_json::to_vec(&study()).expect("json")).expect("study");
+    tree("study")
+        .insert("study", serde_json::to_vec(&study()).expect("json"))
+        .expect("study");
     let (trials, epochs) = (tree("trials"), tree("epochs"));
     for id in 1..=5u64 {
         let mut value = serde_json::to_value(trial(id)).expect("json");
         if let serde_json::Value::Object(o) = &mut value {
             o.remove("epochs");
         }
-        trials.insert(id.to_be_bytes(), serde_json::to_vec(&value).expect("json")).expect("trial");
+        trials
+            .insert(id.to_be_bytes(), serde_json::to_vec(&value).expect("json"))
+            .expect("trial");
         for m in &trial(id).epochs {
             let mut key = id.to_be_bytes().to_vec();
             key.extend(m.epoch.to_be_bytes());
-            epochs.insert(key, serde_json::to_vec(m).expect("json")).expect("epoch");
+            epochs
+                .insert(key, serde_json::to_vec(m).expect("json"))
+                .expect("epoch");
         }
     }
     for (seq, e) in events().iter().enumerate() {
-        tree("events").insert((seq as u64).to_be_bytes(), serde_json::to_vec(e).expect("json")).expect("event");
+        tree("events")
+            .insert(
+                (seq as u64).to_be_bytes(),
+                serde_json::to_vec(e).expect("json"),
+            )
+            .expect("event");
     }
     db.flush().expect("flush");
 }
@@ -77,7 +105,10 @@ const MARKER: &str = r#"{"from":1,"to":2,"step":"journal-from-index"}"#;
 fn assert_migrated(dir: &Path) {
     let store = Store::open(dir).expect("open migrates");
     assert_eq!(store.study().expect("study"), Some(study()));
-    assert_eq!(store.trials().expect("trials"), (1..=5).map(trial).collect::<Vec<_>>());
+    assert_eq!(
+        store.trials().expect("trials"),
+        (1..=5).map(trial).collect::<Vec<_>>()
+    );
     assert_eq!(store.events().expect("events"), events());
     drop(store);
     let report = jizhi_store::check(dir).expect("check");
@@ -122,7 +153,10 @@ fn a_migration_killed_while_rebuilding_the_index_is_run_again() {
     // The rebuild had emptied some trees when the kill came.
     {
         let db = sled::open(dir.join("db")).expect("sled");
-        db.open_tree("events").expect("tree").clear().expect("clear");
+        db.open_tree("events")
+            .expect("tree")
+            .clear()
+            .expect("clear");
         let trials = db.open_tree("trials").expect("tree");
         trials.remove(2u64.to_be_bytes()).expect("rm");
         trials.remove(5u64.to_be_bytes()).expect("rm");
@@ -134,7 +168,10 @@ fn a_migration_killed_while_rebuilding_the_index_is_run_again() {
 #[test]
 fn an_unknown_migration_marker_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    write_schema_1(tmp.path(), Some(r#"{"from":2,"to":3,"step":"from-the-future"}"#));
+    write_schema_1(
+        tmp.path(),
+        Some(r#"{"from":2,"to":3,"step":"from-the-future"}"#),
+    );
     let err = Store::open(tmp.path()).expect_err("unknown step");
     assert_eq!(err.code(), "store-schema", "{err}");
 }

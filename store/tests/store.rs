@@ -261,7 +261,10 @@ fn second_open_is_locked_with_our_pid() {
     assert!(msg.contains("is in use by process"), "{msg}");
     assert!(msg.contains(&std::process::id().to_string()), "{msg}");
     let me = std::env::args().next().expect("argv[0]");
-    assert!(msg.contains(&me), "the message names the holder's command: {msg}");
+    assert!(
+        msg.contains(&me),
+        "the message names the holder's command: {msg}"
+    );
     // The failed open did not disturb the first handle or the pid and command in LOCK.
     first
         .put_trial(&trial(1))

@@ -74,8 +74,14 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    const ALL: [SortKey; 6] =
-        [SortKey::Id, SortKey::Batch, SortKey::Lr, SortKey::Status, SortKey::Top1, SortKey::Throughput];
+    const ALL: [SortKey; 6] = [
+        SortKey::Id,
+        SortKey::Batch,
+        SortKey::Lr,
+        SortKey::Status,
+        SortKey::Top1,
+        SortKey::Throughput,
+    ];
 
     /// The column's name as shown.
     pub fn name(self) -> &'static str {
@@ -176,7 +182,11 @@ impl App {
 
     /// The rows of the table: filtered, then sorted.
     pub fn rows(&self) -> Vec<&TrialRecord> {
-        let words: Vec<String> = self.filter.split_whitespace().map(str::to_lowercase).collect();
+        let words: Vec<String> = self
+            .filter
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
         let mut rows: Vec<&TrialRecord> = self
             .view
             .trials()
@@ -189,7 +199,11 @@ impl App {
             match self.sort {
                 SortKey::Id => t.id as f64,
                 SortKey::Batch => t.batch as f64,
-                SortKey::Lr => t.params.get("peak_lr").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+                SortKey::Lr => t
+                    .params
+                    .get("peak_lr")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(f64::NAN),
                 SortKey::Status => display_status(t) as u8 as f64,
                 SortKey::Top1 => accuracy(t).unwrap_or(f64::NAN),
                 SortKey::Throughput => t.epochs.last().map_or(f64::NAN, |e| e.images_per_sec),
@@ -223,7 +237,10 @@ impl App {
         if rows.is_empty() {
             return;
         }
-        let at = self.selected.and_then(|id| rows.iter().position(|t| *t == id)).unwrap_or(0) as isize;
+        let at = self
+            .selected
+            .and_then(|id| rows.iter().position(|t| *t == id))
+            .unwrap_or(0) as isize;
         let to = (at.saturating_add(by)).clamp(0, rows.len() as isize - 1) as usize;
         self.selected = Some(rows[to]);
         if let Overlay::Detail(_) = self.overlay {
@@ -257,7 +274,9 @@ impl App {
             Overlay::Help => self.overlay = Overlay::None,
             Overlay::Quit => self.quit_dialog_key(key.code),
             Overlay::Filter { previous } => self.filter_key(key.code, previous),
-            Overlay::Detail(_) | Overlay::Zoom(_) if matches!(key.code, KeyCode::Esc | KeyCode::Enter) => {
+            Overlay::Detail(_) | Overlay::Zoom(_)
+                if matches!(key.code, KeyCode::Esc | KeyCode::Enter) =>
+            {
                 self.overlay = Overlay::None
             }
             _ => self.main_key(key.code),
@@ -269,7 +288,9 @@ impl App {
     fn interrupt(&mut self) {
         match self.view.state {
             RunState::Running => self.stop_search(),
-            RunState::Stopping => self.say("stopping the search: waiting for the running trials to end"),
+            RunState::Stopping => {
+                self.say("stopping the search: waiting for the running trials to end")
+            }
             RunState::Done | RunState::Stopped | RunState::Stored => self.exit = Some(Exit::Closed),
         }
     }
@@ -321,20 +342,29 @@ impl App {
             KeyCode::Char('?') => self.overlay = Overlay::Help,
             KeyCode::Char('q') => match self.view.state {
                 RunState::Running => self.overlay = Overlay::Quit,
-                RunState::Stopping => self.say("stopping the search: waiting for the running trials to end"),
-                RunState::Done | RunState::Stopped | RunState::Stored => self.exit = Some(Exit::Closed),
+                RunState::Stopping => {
+                    self.say("stopping the search: waiting for the running trials to end")
+                }
+                RunState::Done | RunState::Stopped | RunState::Stored => {
+                    self.exit = Some(Exit::Closed)
+                }
             },
             KeyCode::Char('p') => self.toggle_pause(),
             KeyCode::Char('k') => self.stop_selected(),
             KeyCode::Char('s') => {
-                let at = SortKey::ALL.iter().position(|k| *k == self.sort).unwrap_or(0);
+                let at = SortKey::ALL
+                    .iter()
+                    .position(|k| *k == self.sort)
+                    .unwrap_or(0);
                 self.sort = SortKey::ALL[(at + 1) % SortKey::ALL.len()];
                 self.descending = self.sort.largest_first();
                 self.say(format!("sorted by {}", self.sort.name()));
             }
             KeyCode::Char('S') => self.descending = !self.descending,
             KeyCode::Char('/') => {
-                self.overlay = Overlay::Filter { previous: self.filter.clone() };
+                self.overlay = Overlay::Filter {
+                    previous: self.filter.clone(),
+                };
                 self.filter.clear();
             }
             KeyCode::Esc => {
@@ -396,14 +426,19 @@ impl App {
             self.say(format!("trial {id} is not running"));
         } else {
             self.outbox.push(Command::StopTrial(id));
-            self.say(format!("stopping trial {id}: it will be recorded as stopped by user"));
+            self.say(format!(
+                "stopping trial {id}: it will be recorded as stopped by user"
+            ));
         }
     }
 
     fn cycle_curve_batch(&mut self, by: isize) {
         // Positions: 0 = every batch size, i + 1 = the i-th batch size alone.
         let batches: Vec<u64> = self.view.info.batches.iter().map(|b| b.nominal).collect();
-        let at = self.curve_batch.and_then(|b| batches.iter().position(|x| *x == b)).map_or(0, |i| i + 1) as isize;
+        let at = self
+            .curve_batch
+            .and_then(|b| batches.iter().position(|x| *x == b))
+            .map_or(0, |i| i + 1) as isize;
         let n = batches.len() as isize + 1;
         let to = (at + by).rem_euclid(n) as usize;
         self.curve_batch = if to == 0 { None } else { Some(batches[to - 1]) };
@@ -445,7 +480,10 @@ mod tests {
         let mut stored = App::new(StudyView::stored(info(), trials()), Palette::ansi16());
         press(&mut stored, KeyCode::Char('p'));
         assert!(stored.take_commands().is_empty());
-        assert!(stored.message.as_deref().is_some_and(|m| m.contains("read-only")));
+        assert!(stored
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("read-only")));
     }
 
     #[test]
@@ -476,7 +514,11 @@ mod tests {
         press(&mut a, KeyCode::Char('q'));
         press(&mut a, KeyCode::Char('h'));
         assert_eq!(a.exit(), Some(Exit::Detached));
-        assert_eq!(a.take_commands(), [Command::Pause], "resuming is the caller's, after the terminal is back");
+        assert_eq!(
+            a.take_commands(),
+            [Command::Pause],
+            "resuming is the caller's, after the terminal is back"
+        );
 
         let mut a = app();
         press(&mut a, KeyCode::Char('q'));
@@ -501,7 +543,11 @@ mod tests {
         let mut done = app();
         done.apply(DashEvent::Done);
         press(&mut done, KeyCode::Char('q'));
-        assert_eq!(done.exit(), Some(Exit::Closed), "nothing left to stop: q just closes");
+        assert_eq!(
+            done.exit(),
+            Some(Exit::Closed),
+            "nothing left to stop: q just closes"
+        );
     }
 
     #[test]
@@ -542,7 +588,11 @@ mod tests {
         press(&mut a, KeyCode::Enter);
         assert_eq!(a.overlay, Overlay::Detail(1));
         press(&mut a, KeyCode::Down);
-        assert_eq!(a.overlay, Overlay::Detail(2), "arrows page through trials in the detail");
+        assert_eq!(
+            a.overlay,
+            Overlay::Detail(2),
+            "arrows page through trials in the detail"
+        );
         press(&mut a, KeyCode::Esc);
         assert_eq!(a.overlay, Overlay::None);
         press(&mut a, KeyCode::Tab);
@@ -554,7 +604,11 @@ mod tests {
         assert_eq!(a.curve_batch, Some(32768));
         press(&mut a, KeyCode::Left);
         press(&mut a, KeyCode::Left);
-        assert_eq!(a.curve_batch, Some(65536), "wraps around through `every batch size`");
+        assert_eq!(
+            a.curve_batch,
+            Some(65536),
+            "wraps around through `every batch size`"
+        );
         press(&mut a, KeyCode::BackTab);
         assert_eq!(a.focus, Focus::Table);
         press(&mut a, KeyCode::Char('?'));

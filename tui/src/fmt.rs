@@ -35,7 +35,11 @@ pub fn compact(v: f64, width: usize) -> String {
     }
     for decimals in (0..=4).rev() {
         let s = format!("{v:.decimals$}");
-        let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        };
         if s.len() <= width {
             return s;
         }

@@ -30,10 +30,10 @@
 
 mod app;
 mod event;
-#[cfg(test)]
-mod testing;
 pub mod fmt;
 pub mod terminal;
+#[cfg(test)]
+mod testing;
 mod theme;
 pub mod ui;
 mod view;
@@ -44,6 +44,6 @@ pub use event::{Command, DashEvent, Exit};
 pub use terminal::{run_live, run_stored};
 pub use theme::{Palette, COLORS_ENV};
 pub use view::{
-    accuracy, display_status, BackendInfo, BatchSize, Baseline, Counts, DataInfo, DisplayStatus, RunState, StageInfo, StudyInfo,
-    StudyView, STOPPED_BY_USER,
+    accuracy, display_status, BackendInfo, Baseline, BatchSize, Counts, DataInfo, DisplayStatus,
+    RunState, StageInfo, StudyInfo, StudyView, STOPPED_BY_USER,
 };

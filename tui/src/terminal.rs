@@ -61,7 +61,9 @@ pub fn run<B: Backend>(
                         dirty = true;
                     }
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return Ok(app.exit().unwrap_or(Exit::Disconnected)),
+                    Err(TryRecvError::Disconnected) => {
+                        return Ok(app.exit().unwrap_or(Exit::Disconnected))
+                    }
                 }
             }
         }
@@ -79,19 +81,27 @@ pub fn run<B: Backend>(
         }
         let since = last_draw.map_or(FRAME, |t| t.elapsed());
         if dirty && since >= FRAME {
-            terminal.draw(|frame| ui::draw(frame, app)).map_err(|e| io::Error::other(e.to_string()))?;
+            terminal
+                .draw(|frame| ui::draw(frame, app))
+                .map_err(|e| io::Error::other(e.to_string()))?;
             last_draw = Some(Instant::now());
             drawn_second = second;
             dirty = false;
         }
-        let wait = if dirty { FRAME.saturating_sub(since) } else { FRAME };
+        let wait = if dirty {
+            FRAME.saturating_sub(since)
+        } else {
+            FRAME
+        };
         match input.next(wait.max(Duration::from_millis(1)))? {
             Some(Event::Key(key)) => {
                 app.handle_key(key);
                 dirty = true;
             }
             Some(Event::Resize(..)) => {
-                terminal.autoresize().map_err(|e| io::Error::other(e.to_string()))?;
+                terminal
+                    .autoresize()
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 dirty = true;
             }
             _ => {}
@@ -101,7 +111,9 @@ pub fn run<B: Backend>(
 
 /// Runs `f` on the real terminal in raw mode on the alternate screen, restoring it afterwards,
 /// and on a panic (through the hook `ratatui::try_init` installs).
-fn with_terminal<R>(f: impl FnOnce(&mut ratatui::DefaultTerminal) -> io::Result<R>) -> io::Result<R> {
+fn with_terminal<R>(
+    f: impl FnOnce(&mut ratatui::DefaultTerminal) -> io::Result<R>,
+) -> io::Result<R> {
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
         Err(e) => {
@@ -129,14 +141,30 @@ pub fn run_live(
     let started = Instant::now();
     let mut app = App::new(StudyView::live(info, trials), Palette::detect());
     with_terminal(|terminal| {
-        run(terminal, &mut app, Some(&inbox), &mut TerminalInput, &mut outbox, &|| started.elapsed().as_secs_f64())
+        run(
+            terminal,
+            &mut app,
+            Some(&inbox),
+            &mut TerminalInput,
+            &mut outbox,
+            &|| started.elapsed().as_secs_f64(),
+        )
     })
 }
 
 /// Shows a stored study (read-only) until the user closes the dashboard.
 pub fn run_stored(info: StudyInfo, trials: Vec<TrialRecord>) -> io::Result<Exit> {
     let mut app = App::new(StudyView::stored(info, trials), Palette::detect());
-    with_terminal(|terminal| run(terminal, &mut app, None, &mut TerminalInput, &mut |_| {}, &|| 0.0))
+    with_terminal(|terminal| {
+        run(
+            terminal,
+            &mut app,
+            None,
+            &mut TerminalInput,
+            &mut |_| {},
+            &|| 0.0,
+        )
+    })
 }
 
 #[cfg(test)]
@@ -169,15 +197,33 @@ mod tests {
         let mut sent = Vec::new();
         tx.send(DashEvent::Note("hello".into())).expect("send");
         drop(tx);
-        let exit = run(&mut terminal, &mut app, Some(&rx), &mut Script(VecDeque::from([key('p')])), &mut |c| sent.push(c), &|| 1.0);
+        let exit = run(
+            &mut terminal,
+            &mut app,
+            Some(&rx),
+            &mut Script(VecDeque::from([key('p')])),
+            &mut |c| sent.push(c),
+            &|| 1.0,
+        );
         // The inbox is found closed before the key is read: nothing was sent yet.
         assert_eq!(exit.expect("loop"), Exit::Disconnected);
         assert_eq!(app.view.notes, ["hello"]);
-        assert_eq!(app.message.as_deref(), Some("hello"), "a note shows in the footer");
+        assert_eq!(
+            app.message.as_deref(),
+            Some("hello"),
+            "a note shows in the footer"
+        );
 
         let (tx, rx) = mpsc::channel::<DashEvent>();
         let script = Script(VecDeque::from([key('p'), key('q'), key('h')]));
-        let exit = run(&mut terminal, &mut app, Some(&rx), &mut { script }, &mut |c| sent.push(c), &|| 1.0);
+        let exit = run(
+            &mut terminal,
+            &mut app,
+            Some(&rx),
+            &mut { script },
+            &mut |c| sent.push(c),
+            &|| 1.0,
+        );
         assert_eq!(exit.expect("loop"), Exit::Detached);
         assert_eq!(sent, [Command::Pause]);
         drop(tx);
@@ -199,20 +245,44 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let exit = run(&mut terminal, &mut app, Some(&rx), &mut Script(VecDeque::new()), &mut |_| {}, &|| 0.0);
+        let exit = run(
+            &mut terminal,
+            &mut app,
+            Some(&rx),
+            &mut Script(VecDeque::new()),
+            &mut |_| {},
+            &|| 0.0,
+        );
         assert_eq!(exit.expect("loop"), Exit::Disconnected);
         feeder.join().expect("feeder");
         let frames = terminal.get_frame().count();
         let allowed = (started.elapsed().as_millis() / FRAME.as_millis()) as usize + 1;
-        assert!(frames >= 2 && frames <= allowed, "{frames} frames in {:?}", started.elapsed());
+        assert!(
+            frames >= 2 && frames <= allowed,
+            "{frames} frames in {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
     fn q_closes_a_stored_study_at_once() {
         let mut app = App::new(StudyView::stored(info(), trials()), Palette::ansi16());
         let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
-        let exit = run(&mut terminal, &mut app, None, &mut Script(VecDeque::from([key('q')])), &mut |_| {}, &|| 0.0);
+        let exit = run(
+            &mut terminal,
+            &mut app,
+            None,
+            &mut Script(VecDeque::from([key('q')])),
+            &mut |_| {},
+            &|| 0.0,
+        );
         assert_eq!(exit.expect("loop"), Exit::Closed);
-        assert!(terminal.backend().to_string().contains("stored, not running"), "drawn before closing");
+        assert!(
+            terminal
+                .backend()
+                .to_string()
+                .contains("stored, not running"),
+            "drawn before closing"
+        );
     }
 }

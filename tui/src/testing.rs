@@ -1,6 +1,6 @@
 //! Records and study facts for the unit tests.
 
-use crate::view::{BackendInfo, BatchSize, Baseline, DataInfo, StageInfo, StudyInfo};
+use crate::view::{BackendInfo, Baseline, BatchSize, DataInfo, StageInfo, StudyInfo};
 use jizhi_store::{EpochMetrics, TrialRecord, TrialStatus};
 
 /// The ladder of the main study: 32K, 48K, 64K and their proxy batches.
@@ -12,13 +12,41 @@ pub fn info() -> StudyInfo {
         name: "alexnet64k".into(),
         objective: "max-val-top1".into(),
         target_top1: Some(0.8),
-        baseline: Some(Baseline { top1: 0.9, batch: Some(BatchSize { nominal: 256, proxy: 64 }) }),
-        backend: BackendInfo { device: "CPU".into(), nominal_ranks: 1024, ranks_per_trial: 1, concurrency: Some((2, 1)) },
-        data: DataInfo { proxy: true, name: "Fashion-MNIST, 60000 images".into(), stands_for: "ImageNet".into() },
-        batches: BATCHES.iter().map(|&(nominal, proxy)| BatchSize { nominal, proxy }).collect(),
+        baseline: Some(Baseline {
+            top1: 0.9,
+            batch: Some(BatchSize {
+                nominal: 256,
+                proxy: 64,
+            }),
+        }),
+        backend: BackendInfo {
+            device: "CPU".into(),
+            nominal_ranks: 1024,
+            ranks_per_trial: 1,
+            concurrency: Some((2, 1)),
+        },
+        data: DataInfo {
+            proxy: true,
+            name: "Fashion-MNIST, 60000 images".into(),
+            stands_for: "ImageNet".into(),
+        },
+        batches: BATCHES
+            .iter()
+            .map(|&(nominal, proxy)| BatchSize { nominal, proxy })
+            .collect(),
         stages: vec![
-            StageInfo { name: "coarse".into(), trials: 6, epochs: 1, data_fraction: 0.5 },
-            StageInfo { name: "refine".into(), trials: 3, epochs: 2, data_fraction: 1.0 },
+            StageInfo {
+                name: "coarse".into(),
+                trials: 6,
+                epochs: 1,
+                data_fraction: 0.5,
+            },
+            StageInfo {
+                name: "refine".into(),
+                trials: 3,
+                epochs: 2,
+                data_fraction: 1.0,
+            },
         ],
     }
 }
@@ -54,7 +82,8 @@ pub fn trial(id: u64, stage: &str, b: usize, status: TrialStatus, top1: &[f64]) 
         params,
         status,
         attempts: u32::from(status != TrialStatus::Planned),
-        error: (status == TrialStatus::Failed).then(|| "exited with exit status: 1: error: out of memory".into()),
+        error: (status == TrialStatus::Failed)
+            .then(|| "exited with exit status: 1: error: out of memory".into()),
         final_val_top1: if ended { top1.last().copied() } else { None },
         wall_secs: ended.then_some(30.0 * top1.len() as f64),
         epochs,

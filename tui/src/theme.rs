@@ -36,7 +36,14 @@ impl Palette {
                 Color::LightBlue,
                 Color::White,
             ],
-            dim: vec![Color::Cyan, Color::Yellow, Color::Magenta, Color::Green, Color::Blue, Color::Gray],
+            dim: vec![
+                Color::Cyan,
+                Color::Yellow,
+                Color::Magenta,
+                Color::Green,
+                Color::Blue,
+                Color::Gray,
+            ],
             target: Color::Red,
             baseline: Color::LightGreen,
             error: Color::LightRed,
@@ -129,11 +136,22 @@ mod tests {
     #[test]
     fn falls_back_to_sixteen_colours_unless_the_terminal_has_more() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(Palette::from_env(env(&[])), Palette::ansi16());
-        assert_eq!(Palette::from_env(env(&[("TERM", "xterm-256color")])), Palette::ansi16());
-        assert_eq!(Palette::from_env(env(&[("COLORTERM", "truecolor")])), Palette::truecolor());
+        assert_eq!(
+            Palette::from_env(env(&[("TERM", "xterm-256color")])),
+            Palette::ansi16()
+        );
+        assert_eq!(
+            Palette::from_env(env(&[("COLORTERM", "truecolor")])),
+            Palette::truecolor()
+        );
         assert_eq!(
             Palette::from_env(env(&[("COLORTERM", "truecolor"), (COLORS_ENV, "16")])),
             Palette::ansi16()
@@ -142,7 +160,10 @@ mod tests {
         let p = Palette::ansi16();
         for i in 0..6 {
             assert!(!matches!(p.batch(i), Color::Rgb(..) | Color::Indexed(_)));
-            assert!(!matches!(p.batch_dim(i), Color::Rgb(..) | Color::Indexed(_)));
+            assert!(!matches!(
+                p.batch_dim(i),
+                Color::Rgb(..) | Color::Indexed(_)
+            ));
         }
     }
 }

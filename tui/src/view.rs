@@ -54,7 +54,13 @@ pub struct BackendInfo {
 impl BackendInfo {
     /// The backend in words, longest first.
     pub fn describe(&self) -> [String; 2] {
-        let plural = |n: usize, word: &str| if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") };
+        let plural = |n: usize, word: &str| {
+            if n == 1 {
+                format!("{n} {word}")
+            } else {
+                format!("{n} {word}s")
+            }
+        };
         let mut long = format!(
             "{} trainer · {} per trial ({} nominal)",
             self.device,
@@ -63,8 +69,17 @@ impl BackendInfo {
         );
         let mut short = format!("{} · {} ranks nominal", self.device, self.nominal_ranks);
         if let Some((at_once, threads)) = self.concurrency {
-            long.push_str(&format!(" · {} at once × {}", plural(at_once, "trial"), plural(threads, "thread")));
-            short = format!("{} · {} × {}", self.device, plural(at_once, "trial"), plural(threads, "thread"));
+            long.push_str(&format!(
+                " · {} at once × {}",
+                plural(at_once, "trial"),
+                plural(threads, "thread")
+            ));
+            short = format!(
+                "{} · {} × {}",
+                self.device,
+                plural(at_once, "trial"),
+                plural(threads, "thread")
+            );
         }
         [long, short]
     }
@@ -189,7 +204,10 @@ impl StudyView {
     }
 
     fn upsert(&mut self, trial: TrialRecord) {
-        let batch = BatchSize { nominal: trial.batch, proxy: trial.proxy_batch };
+        let batch = BatchSize {
+            nominal: trial.batch,
+            proxy: trial.proxy_batch,
+        };
         // A trial of a batch size the header does not list still gets a colour and a row.
         if !self.info.batches.iter().any(|b| b.nominal == batch.nominal) {
             self.info.batches.push(batch);
@@ -208,8 +226,17 @@ impl StudyView {
                 self.stage = Some(name);
             }
             DashEvent::Trial(t) => self.upsert(t),
-            DashEvent::Progress { done, planned, eta_secs } => {
-                self.tally = Some(Tally { done, planned, eta_secs, at_secs: self.elapsed_secs });
+            DashEvent::Progress {
+                done,
+                planned,
+                eta_secs,
+            } => {
+                self.tally = Some(Tally {
+                    done,
+                    planned,
+                    eta_secs,
+                    at_secs: self.elapsed_secs,
+                });
             }
             DashEvent::Note(text) => self.notes.push(text),
             DashEvent::Done => self.state = RunState::Done,
@@ -234,12 +261,19 @@ impl StudyView {
 
     /// The batch size of a trial as the header lists it.
     pub fn batch_of(&self, trial: &TrialRecord) -> BatchSize {
-        BatchSize { nominal: trial.batch, proxy: trial.proxy_batch }
+        BatchSize {
+            nominal: trial.batch,
+            proxy: trial.proxy_batch,
+        }
     }
 
     /// Where a batch size sits in the study's ladder (its colour), smallest first.
     pub fn batch_index(&self, nominal: u64) -> usize {
-        self.info.batches.iter().position(|b| b.nominal == nominal).unwrap_or(0)
+        self.info
+            .batches
+            .iter()
+            .position(|b| b.nominal == nominal)
+            .unwrap_or(0)
     }
 
     /// Trials by state.
@@ -278,7 +312,12 @@ impl StudyView {
     /// The largest epoch count of any stage or trial (the curves' x range).
     pub fn max_epochs(&self) -> u32 {
         let planned = self.info.stages.iter().map(|s| s.epochs).max().unwrap_or(0);
-        let ran = self.trials.values().map(|t| t.epochs.len() as u32).max().unwrap_or(0);
+        let ran = self
+            .trials
+            .values()
+            .map(|t| t.epochs.len() as u32)
+            .max()
+            .unwrap_or(0);
         planned.max(ran).max(1)
     }
 
@@ -298,7 +337,10 @@ impl StudyView {
         let mut values: Vec<f64> = self
             .trials
             .values()
-            .filter(|t| t.batch == nominal && matches!(t.status, TrialStatus::Finished | TrialStatus::Diverged))
+            .filter(|t| {
+                t.batch == nominal
+                    && matches!(t.status, TrialStatus::Finished | TrialStatus::Diverged)
+            })
             .filter_map(accuracy)
             .collect();
         if values.is_empty() {
@@ -306,7 +348,11 @@ impl StudyView {
         }
         values.sort_by(f64::total_cmp);
         let mid = values.len() / 2;
-        Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
+        Some(if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        })
     }
 
     /// Trials ended and planned per the tuner (or counted here for a stored study).
@@ -324,7 +370,8 @@ impl StudyView {
     /// Seconds of work left, counted down from the tuner's last estimate.
     pub fn eta_secs(&self) -> Option<f64> {
         let t = self.tally?;
-        t.eta_secs.map(|eta| (eta - (self.elapsed_secs - t.at_secs)).max(0.0))
+        t.eta_secs
+            .map(|eta| (eta - (self.elapsed_secs - t.at_secs)).max(0.0))
     }
 }
 
@@ -366,17 +413,24 @@ pub fn display_status(t: &TrialRecord) -> DisplayStatus {
         TrialStatus::Running => DisplayStatus::Running,
         TrialStatus::Finished => DisplayStatus::Finished,
         TrialStatus::Diverged => DisplayStatus::Diverged,
-        TrialStatus::Failed if t.error.as_deref() == Some(STOPPED_BY_USER) => DisplayStatus::Stopped,
+        TrialStatus::Failed if t.error.as_deref() == Some(STOPPED_BY_USER) => {
+            DisplayStatus::Stopped
+        }
         TrialStatus::Failed => DisplayStatus::Failed,
     }
 }
 
 /// True once a trial has ended, whatever the outcome.
 pub fn is_ended(t: &TrialRecord) -> bool {
-    matches!(t.status, TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged)
+    matches!(
+        t.status,
+        TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged
+    )
 }
 
 /// A trial's accuracy so far: its final validation top-1, else that of its last epoch.
 pub fn accuracy(t: &TrialRecord) -> Option<f64> {
-    t.final_val_top1.or_else(|| t.epochs.last().map(|e| e.val_top1)).filter(|a| a.is_finite())
+    t.final_val_top1
+        .or_else(|| t.epochs.last().map(|e| e.val_top1))
+        .filter(|a| a.is_finite())
 }

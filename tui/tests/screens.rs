@@ -5,7 +5,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use jizhi_store::{TrialRecord, TrialStatus};
 use jizhi_tui::{
-    App, BackendInfo, Baseline, BatchSize, DashEvent, DataInfo, Palette, StageInfo, StudyInfo, StudyView,
+    App, BackendInfo, Baseline, BatchSize, DashEvent, DataInfo, Palette, StageInfo, StudyInfo,
+    StudyView,
 };
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -22,16 +23,41 @@ fn info() -> StudyInfo {
         name: "alexnet64k".into(),
         objective: "max-val-top1".into(),
         target_top1: Some(0.587),
-        baseline: Some(Baseline { top1: BASELINE_TOP1, batch: Some(BatchSize { nominal: 256, proxy: 64 }) }),
-        backend: BackendInfo { device: "CPU".into(), nominal_ranks: 1024, ranks_per_trial: 1, concurrency: Some((2, 1)) },
-        data: DataInfo { proxy: true, name: "Fashion-MNIST, 60000 images".into(), stands_for: "ImageNet".into() },
+        baseline: Some(Baseline {
+            top1: BASELINE_TOP1,
+            batch: Some(BatchSize {
+                nominal: 256,
+                proxy: 64,
+            }),
+        }),
+        backend: BackendInfo {
+            device: "CPU".into(),
+            nominal_ranks: 1024,
+            ranks_per_trial: 1,
+            concurrency: Some((2, 1)),
+        },
+        data: DataInfo {
+            proxy: true,
+            name: "Fashion-MNIST, 60000 images".into(),
+            stands_for: "ImageNet".into(),
+        },
         batches: [(32768, 1536), (49152, 2304), (65536, 3072)]
             .into_iter()
             .map(|(nominal, proxy)| BatchSize { nominal, proxy })
             .collect(),
         stages: vec![
-            StageInfo { name: "coarse".into(), trials: 12, epochs: 1, data_fraction: 0.5 },
-            StageInfo { name: "refine".into(), trials: 6, epochs: 2, data_fraction: 1.0 },
+            StageInfo {
+                name: "coarse".into(),
+                trials: 12,
+                epochs: 1,
+                data_fraction: 0.5,
+            },
+            StageInfo {
+                name: "refine".into(),
+                trials: 6,
+                epochs: 2,
+                data_fraction: 1.0,
+            },
         ],
     }
 }
@@ -40,7 +66,8 @@ fn info() -> StudyInfo {
 const BASELINE_TOP1: f64 = 0.884;
 
 /// The error a trial records when its process fails (the text of a real failing trial).
-const FAILED_TAIL: &str = "exited with exit status: 1: error: Fashion-MNIST file /nonexistent is missing; \
+const FAILED_TAIL: &str =
+    "exited with exit status: 1: error: Fashion-MNIST file /nonexistent is missing; \
 install it with `apt-get install dataset-fashion-mnist`";
 
 /// The recorded run as it stood part-way into its refine stage: trial 7 failed, trial 14 has
@@ -74,14 +101,24 @@ fn mid_run() -> App {
     }
     let mut app = App::new(StudyView::live(info(), trials), Palette::ansi16());
     app.set_elapsed(9.0 * 60.0 + 12.0);
-    app.apply(DashEvent::Stage { name: "refine".into(), trials: 6, to_run: 6 });
-    app.apply(DashEvent::Progress { done: 13, planned: 18, eta_secs: Some(6.0 * 60.0 + 40.0) });
+    app.apply(DashEvent::Stage {
+        name: "refine".into(),
+        trials: 6,
+        to_run: 6,
+    });
+    app.apply(DashEvent::Progress {
+        done: 13,
+        planned: 18,
+        eta_secs: Some(6.0 * 60.0 + 40.0),
+    });
     app
 }
 
 fn draw(app: &mut App, width: u16, height: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-    terminal.draw(|frame| jizhi_tui::ui::draw(frame, app)).expect("draw");
+    terminal
+        .draw(|frame| jizhi_tui::ui::draw(frame, app))
+        .expect("draw");
     terminal
 }
 
@@ -119,8 +156,16 @@ fn failed_trial_detail_120x40() {
 fn finished_study_sorted_by_accuracy_120x40() {
     let mut app = App::new(StudyView::live(info(), recorded()), Palette::ansi16());
     app.set_elapsed(15.0 * 60.0);
-    app.apply(DashEvent::Stage { name: "refine".into(), trials: 6, to_run: 6 });
-    app.apply(DashEvent::Progress { done: 18, planned: 18, eta_secs: Some(0.0) });
+    app.apply(DashEvent::Stage {
+        name: "refine".into(),
+        trials: 6,
+        to_run: 6,
+    });
+    app.apply(DashEvent::Progress {
+        done: 18,
+        planned: 18,
+        eta_secs: Some(0.0),
+    });
     app.apply(DashEvent::Done);
     for _ in 0..4 {
         press(&mut app, KeyCode::Char('s'));

@@ -37,7 +37,10 @@ impl DataPlan {
         // Debian's package location unless the environment points elsewhere (other distributions).
         let dir = std::env::var_os(FASHION_MNIST_ENV)
             .filter(|v| !v.is_empty())
-            .map_or_else(|| PathBuf::from(jizhi_trainer::data::FASHION_MNIST_DIR), PathBuf::from);
+            .map_or_else(
+                || PathBuf::from(jizhi_trainer::data::FASHION_MNIST_DIR),
+                PathBuf::from,
+            );
         Ok(DataPlan {
             dir,
             is_proxy: true,
@@ -155,7 +158,9 @@ pub fn train_config(
 ) -> Result<TrainConfig, PlanError> {
     let model = match space.trainer.model {
         ModelName::AlexnetBn => ModelKind::AlexnetBnProxy,
-        ModelName::Resnet50 => return Err(PlanError::ModelUnsupported(ModelName::Resnet50.as_str())),
+        ModelName::Resnet50 => {
+            return Err(PlanError::ModelUnsupported(ModelName::Resnet50.as_str()))
+        }
     };
     let (epochs, fraction) = fidelity(space, spec.stage);
     // A shorter stage runs the whole schedule compressed into its own epochs.
@@ -181,7 +186,8 @@ pub fn train_config(
     cfg.warmup_epochs = num(&spec.point, "warmup_epochs") * compression;
     cfg.poly_power = t.poly_power;
     cfg.loss_scale = loss_scale;
-    cfg.fusion_threshold_bytes = (num(&spec.point, "fusion_threshold_mib") * 1024.0 * 1024.0).round() as u64;
+    cfg.fusion_threshold_bytes =
+        (num(&spec.point, "fusion_threshold_mib") * 1024.0 * 1024.0).round() as u64;
     cfg.threads = threads;
     cfg.seed = seed;
     Ok(cfg)
@@ -192,7 +198,11 @@ mod tests {
     use super::*;
 
     fn plan() -> DataPlan {
-        DataPlan { dir: PathBuf::from("/x"), is_proxy: true, train_images: 60_000 }
+        DataPlan {
+            dir: PathBuf::from("/x"),
+            is_proxy: true,
+            train_images: 60_000,
+        }
     }
 
     #[test]

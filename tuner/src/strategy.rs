@@ -11,8 +11,19 @@ use crate::space::{Domain, Param, ParamValue, Scale, SearchSpace};
 /// The grid values of a parameter on its coarse steps.
 pub fn coarse_values(param: &Param) -> Vec<ParamValue> {
     match &param.domain {
-        Domain::Values { values, coarse_step, .. } => values.iter().step_by(*coarse_step).cloned().collect(),
-        Domain::Range { scale, min, max, integer, coarse_step, .. } => {
+        Domain::Values {
+            values,
+            coarse_step,
+            ..
+        } => values.iter().step_by(*coarse_step).cloned().collect(),
+        Domain::Range {
+            scale,
+            min,
+            max,
+            integer,
+            coarse_step,
+            ..
+        } => {
             let mut out: Vec<f64> = Vec::new();
             let mut i = 0;
             loop {
@@ -45,7 +56,11 @@ fn tidy(v: f64, integer: bool) -> f64 {
 
 /// Every combination of the coarse values, in row-major order of the parameters.
 fn full_grid(space: &SearchSpace) -> Vec<Vec<usize>> {
-    let sizes: Vec<usize> = space.params.iter().map(|p| coarse_values(p).len()).collect();
+    let sizes: Vec<usize> = space
+        .params
+        .iter()
+        .map(|p| coarse_values(p).len())
+        .collect();
     let total: usize = sizes.iter().product();
     (0..total)
         .map(|mut flat| {
@@ -91,7 +106,13 @@ fn space_filling_subset(grid: &[Vec<usize>], values: &[Vec<ParamValue>], k: usiz
         grid[i]
             .iter()
             .zip(values)
-            .map(|(&j, vals)| if vals.len() > 1 { j as f64 / (vals.len() - 1) as f64 } else { 0.5 })
+            .map(|(&j, vals)| {
+                if vals.len() > 1 {
+                    j as f64 / (vals.len() - 1) as f64
+                } else {
+                    0.5
+                }
+            })
             .collect()
     };
     let coords: Vec<Vec<f64>> = (0..grid.len()).map(unit).collect();
@@ -125,12 +146,29 @@ fn space_filling_subset(grid: &[Vec<usize>], values: &[Vec<ParamValue>], k: usiz
 /// The neighbour of `value` one fine step down (`-1`) or up (`+1`), if it stays in the domain.
 fn neighbour(param: &Param, value: &ParamValue, direction: i32) -> Option<ParamValue> {
     match (&param.domain, value) {
-        (Domain::Values { values, fine_step, .. }, v) => {
+        (
+            Domain::Values {
+                values, fine_step, ..
+            },
+            v,
+        ) => {
             let at = values.iter().position(|x| x == v)? as i64;
             let to = at + direction as i64 * *fine_step as i64;
-            (0..values.len() as i64).contains(&to).then(|| values[to as usize].clone())
+            (0..values.len() as i64)
+                .contains(&to)
+                .then(|| values[to as usize].clone())
         }
-        (Domain::Range { scale, min, max, integer, fine_step, .. }, ParamValue::Num(v)) => {
+        (
+            Domain::Range {
+                scale,
+                min,
+                max,
+                integer,
+                fine_step,
+                ..
+            },
+            ParamValue::Num(v),
+        ) => {
             let moved = match (scale, direction > 0) {
                 (Scale::Linear, true) => v + fine_step,
                 (Scale::Linear, false) => v - fine_step,
@@ -151,12 +189,17 @@ fn neighbour(param: &Param, value: &ParamValue, direction: i32) -> Option<ParamV
 /// value before higher. The first `points` distinct proposals are returned.
 pub fn refine_points(space: &SearchSpace, best_first: &[Point]) -> Vec<Point> {
     let want = space.stages.refine_points as usize;
-    let bases: Vec<&Point> = best_first.iter().take(space.stages.refine_top_k as usize).collect();
+    let bases: Vec<&Point> = best_first
+        .iter()
+        .take(space.stages.refine_top_k as usize)
+        .collect();
     let mut per_base: Vec<Vec<Point>> = Vec::new();
     for base in &bases {
         let mut list = vec![(*base).clone()];
         for param in &space.params {
-            let Some(value) = base.get(&param.name) else { continue };
+            let Some(value) = base.get(&param.name) else {
+                continue;
+            };
             for direction in [-1, 1] {
                 if let Some(v) = neighbour(param, value, direction) {
                     let mut p = (*base).clone();
@@ -226,9 +269,15 @@ epochs = 2
     #[test]
     fn coarse_grid_follows_the_steps() {
         let s = space();
-        let lr: Vec<String> = coarse_values(&s.params[0]).iter().map(|v| v.to_string()).collect();
+        let lr: Vec<String> = coarse_values(&s.params[0])
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         assert_eq!(lr, ["0.5", "1", "2", "4", "8"]);
-        let scale: Vec<String> = coarse_values(&s.params[1]).iter().map(|v| v.to_string()).collect();
+        let scale: Vec<String> = coarse_values(&s.params[1])
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         assert_eq!(scale, ["dynamic", "1024"]);
     }
 
@@ -240,7 +289,10 @@ epochs = 2
         assert_eq!(a, coarse_points(&s));
         // The extremes of the learning-rate range are both covered.
         let lrs: Vec<String> = a.iter().map(|p| p["peak_lr"].to_string()).collect();
-        assert!(lrs.contains(&"0.5".to_string()) && lrs.contains(&"8".to_string()), "{lrs:?}");
+        assert!(
+            lrs.contains(&"0.5".to_string()) && lrs.contains(&"8".to_string()),
+            "{lrs:?}"
+        );
         // Every point carries the fixed parameters too.
         assert!(a.iter().all(|p| p.contains_key("warmup_epochs")));
     }
@@ -253,7 +305,10 @@ epochs = 2
             _ => f64::NAN,
         };
         // A best point inside the range, so both learning-rate neighbours exist.
-        let best = coarse_points(&s).into_iter().find(|p| lr(p) > 0.5 && lr(p) < 8.0).expect("an inner point");
+        let best = coarse_points(&s)
+            .into_iter()
+            .find(|p| lr(p) > 0.5 && lr(p) < 8.0)
+            .expect("an inner point");
         let r = refine_points(&s, &[best.clone()]);
         assert_eq!(r.len(), 3);
         assert_eq!(r[0], best);

@@ -7,7 +7,7 @@ use crate::scheduler::{self, Job};
 use crate::space::{ParamValue, SearchSpace};
 use crate::{drift, fork, report, strategy, trial};
 use anyhow::{bail, Context, Result};
-use jizhi_store::{StudyRecord, Store, TrialRecord, TrialStatus};
+use jizhi_store::{Store, StudyRecord, TrialRecord, TrialStatus};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,11 +107,15 @@ pub enum Start {
 fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
     if *start == Start::Fresh {
         if let Some(aside) = move_aside(&run.store_dir)? {
-            println!("--fresh: the previous store was moved to {}", aside.display());
+            println!(
+                "--fresh: the previous store was moved to {}",
+                aside.display()
+            );
         }
     }
     if let Some(parent) = run.store_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut record = StudyRecord {
         name: run.space.study.name.clone(),
@@ -131,7 +135,8 @@ fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
     }
     let store = Store::open(&run.store_dir)?;
     let checkpoints = run.store_dir.join(CHECKPOINT_DIR);
-    std::fs::create_dir_all(&checkpoints).with_context(|| format!("creating {}", checkpoints.display()))?;
+    std::fs::create_dir_all(&checkpoints)
+        .with_context(|| format!("creating {}", checkpoints.display()))?;
     match store.study()? {
         Some(study) => {
             refuse_drift(run, &study)?;
@@ -149,21 +154,36 @@ fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
 fn refuse_drift(run: &RunPlan, study: &StudyRecord) -> Result<()> {
     let differences = drift::compare(&study.space_text, study.seed, &run.space.text, run.seed);
     if !differences.is_empty() {
-        bail!(drift::Refused { store: run.store_dir.clone(), differences });
+        bail!(drift::Refused {
+            store: run.store_dir.clone(),
+            differences
+        });
     }
     Ok(())
 }
 
 /// True for a trial that has ended and is never run again.
 pub fn is_done(status: TrialStatus) -> bool {
-    matches!(status, TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged)
+    matches!(
+        status,
+        TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged
+    )
 }
 
 /// Plans a stage's specs into jobs: ended trials are kept, results of identical inherited trials
 /// reused, the rest (new or interrupted) queued.
-fn reconcile(run: &RunPlan, store: &Store, specs: &[TrialSpec], progress: &mut Progress) -> Result<Vec<Job>> {
+fn reconcile(
+    run: &RunPlan,
+    store: &Store,
+    specs: &[TrialSpec],
+    progress: &mut Progress,
+) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
-    let mut existing: BTreeMap<u64, TrialRecord> = store.trial_records()?.into_iter().map(|t| (t.id, t)).collect();
+    let mut existing: BTreeMap<u64, TrialRecord> = store
+        .trial_records()?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
     let commands = store.commands()?;
     let reusable = fork::Reusable::of(store)?;
     for spec in specs {
@@ -210,9 +230,18 @@ fn reconcile(run: &RunPlan, store: &Store, specs: &[TrialSpec], progress: &mut P
         let checkpoint = checkpoint_path(&run.store_dir, spec.id);
         let mut run_args = args;
         run_args.extend(["--checkpoint".to_string(), checkpoint.display().to_string()]);
-        jobs.push(Job { record, args: run_args, epochs: cfg.epochs, checkpoint: Some(checkpoint) });
+        jobs.push(Job {
+            record,
+            args: run_args,
+            epochs: cfg.epochs,
+            checkpoint: Some(checkpoint),
+        });
     }
-    let images = plan::trial_images(&run.space, &run.data, specs.first().map_or(Stage::Coarse, |s| s.stage));
+    let images = plan::trial_images(
+        &run.space,
+        &run.data,
+        specs.first().map_or(Stage::Coarse, |s| s.stage),
+    );
     progress.plan(specs.len(), jobs.len(), images);
     Ok(jobs)
 }
@@ -222,7 +251,9 @@ const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// Where trial `id` of the study in `store_dir` keeps its checkpoint.
 fn checkpoint_path(store_dir: &Path, id: u64) -> PathBuf {
-    store_dir.join(CHECKPOINT_DIR).join(format!("trial-{id}.ckpt"))
+    store_dir
+        .join(CHECKPOINT_DIR)
+        .join(format!("trial-{id}.ckpt"))
 }
 
 /// The coarse stage's trials: every batch size × every coarse point, ids from 1.
@@ -244,11 +275,18 @@ pub fn coarse_specs(space: &SearchSpace, data: &DataPlan) -> Vec<TrialSpec> {
 }
 
 /// The refine stage's trials, derived from the finished coarse trials (in canonical order).
-pub fn refine_specs(space: &SearchSpace, data: &DataPlan, coarse: &[TrialRecord], first_id: u64) -> Vec<TrialSpec> {
+pub fn refine_specs(
+    space: &SearchSpace,
+    data: &DataPlan,
+    coarse: &[TrialRecord],
+    first_id: u64,
+) -> Vec<TrialSpec> {
     let mut specs = Vec::new();
     for &batch in &space.batches {
         let ranked = best_first(
-            coarse.iter().filter(|t| t.batch == batch && t.stage == Stage::Coarse.as_str()),
+            coarse
+                .iter()
+                .filter(|t| t.batch == batch && t.stage == Stage::Coarse.as_str()),
             space.study.objective,
             space.study.target_top1,
         );
@@ -286,7 +324,11 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     let refine_planned = run.space.batches.len() * run.space.stages.refine_points as usize;
     let jobs = reconcile(&run, &store, &coarse, output.progress())?;
     // The refine stage's size is known before its points are: count its work from the start.
-    output.progress().plan(refine_planned, refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
+    output.progress().plan(
+        refine_planned,
+        refine_planned,
+        plan::trial_images(&run.space, &run.data, Stage::Refine),
+    );
     let text = format!(
         "stage coarse: {} trials ({} to run), {} epoch(s) on {} of the data",
         coarse.len(),
@@ -296,7 +338,14 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     );
     output.stage(Stage::Coarse, coarse.len(), &jobs, text);
     let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
-    runtime.block_on(scheduler::run_jobs(store.clone(), exe.clone(), jobs, run.max_concurrent, &mut controls, on_event))?;
+    runtime.block_on(scheduler::run_jobs(
+        store.clone(),
+        exe.clone(),
+        jobs,
+        run.max_concurrent,
+        &mut controls,
+        on_event,
+    ))?;
     if controls.stopped() {
         output.finish(true)?;
         println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
@@ -306,7 +355,10 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     let all = store.trials()?;
     let refine = refine_specs(&run.space, &run.data, &all, coarse.len() as u64 + 1);
     // reconcile() counts the refine stage again; take back the provisional count first.
-    output.progress().plan_retract(refine_planned, plan::trial_images(&run.space, &run.data, Stage::Refine));
+    output.progress().plan_retract(
+        refine_planned,
+        plan::trial_images(&run.space, &run.data, Stage::Refine),
+    );
     let jobs = reconcile(&run, &store, &refine, output.progress())?;
     let text = format!(
         "stage refine: {} trials ({} to run), {} epoch(s) on {} of the data",
@@ -317,7 +369,14 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     );
     output.stage(Stage::Refine, refine.len(), &jobs, text);
     let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
-    runtime.block_on(scheduler::run_jobs(store.clone(), exe, jobs, run.max_concurrent, &mut controls, on_event))?;
+    runtime.block_on(scheduler::run_jobs(
+        store.clone(),
+        exe,
+        jobs,
+        run.max_concurrent,
+        &mut controls,
+        on_event,
+    ))?;
     let stopped = controls.stopped();
     output.finish(stopped)?;
     if stopped {

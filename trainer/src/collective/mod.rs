@@ -3,6 +3,37 @@
 //! [`Collective`] is one rank's handle on a communicator. Implementations: in-process shared
 //! memory for CPU ranks (threads of one process) and NCCL for GPU ranks. The all-reduce
 //! algorithms (flat ring, hierarchical, hybrid) are chosen by [`Algorithm`].
+//!
+//! ```
+//! use jizhi_trainer::collective::{in_process, Algorithm, Payload};
+//!
+//! let ranks = in_process(4, Algorithm::Ring).unwrap();
+//! let sums: Vec<Vec<f32>> = std::thread::scope(|s| {
+//!     let running: Vec<_> = ranks
+//!         .into_iter()
+//!         .map(|mut rank| {
+//!             s.spawn(move || {
+//!                 let mut grad = vec![rank.rank() as f32; 5];
+//!                 rank.all_reduce(Payload::F32(&mut grad)).unwrap();
+//!                 grad
+//!             })
+//!         })
+//!         .collect();
+//!     running.into_iter().map(|r| r.join().unwrap()).collect()
+//! });
+//! assert!(sums.iter().all(|g| g == &vec![6.0; 5]));
+//! ```
+
+mod element;
+mod exchange;
+mod hierarchical;
+mod hybrid;
+mod ring;
+mod shared;
+#[cfg(test)]
+mod tests;
+
+pub use shared::{in_process, SharedMemoryRank};
 
 use half::{bf16, f16};
 
@@ -40,6 +71,24 @@ impl Payload<'_> {
         };
         (self.len() * width) as u64
     }
+
+    /// Divides every element by `divisor` (in f32, rounded back to the element type).
+    pub fn divide(&mut self, divisor: f32) {
+        use element::Element;
+        match self {
+            Payload::F32(b) => f32::divide(b, divisor),
+            Payload::F16(b) => f16::divide(b, divisor),
+            Payload::Bf16(b) => bf16::divide(b, divisor),
+        }
+    }
+}
+
+/// How an all-reduce treats its inputs, beyond summing them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReduceOptions {
+    /// Divide every rank's input by the world size before summing, so the result is the mean
+    /// and loss-scaled fp16 gradients do not overflow in the sum.
+    pub prescale: bool,
 }
 
 /// How an all-reduce is carried out.
@@ -91,4 +140,39 @@ pub trait Collective: Send {
     ///
     /// Every rank calls it with the same length and element type, in the same order.
     fn all_reduce(&mut self, data: Payload<'_>) -> Result<(), CollectiveError>;
+
+    /// [`Collective::all_reduce`] with [`ReduceOptions`] (e.g. the mean instead of the sum).
+    fn all_reduce_with(
+        &mut self,
+        mut data: Payload<'_>,
+        options: ReduceOptions,
+    ) -> Result<(), CollectiveError> {
+        if options.prescale && self.world() > 1 {
+            data.divide(self.world() as f32);
+        }
+        self.all_reduce(data)
+    }
+}
+
+impl Algorithm {
+    /// Checks that the algorithm can run on `world` ranks (group sizes divide the world size).
+    pub fn validate(&self, world: usize) -> Result<(), CollectiveError> {
+        if world == 0 {
+            return Err(CollectiveError::Invalid(
+                "world size must be at least 1".into(),
+            ));
+        }
+        match *self {
+            Algorithm::Ring => Ok(()),
+            Algorithm::Hierarchical { group } | Algorithm::Hybrid { group, .. } => {
+                if group == 0 || world % group != 0 {
+                    Err(CollectiveError::Invalid(format!(
+                        "group size {group} does not divide world size {world}"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
 }

@@ -60,16 +60,31 @@ impl Curves<'_> {
                 (0, _, _) => " no result yet".into(),
                 _ => String::new(),
             };
-            let marker = if compact == 2 { format!("{BEST_MARKER}{name}") } else { format!("{BEST_MARKER} {name}") };
+            let marker = if compact == 2 {
+                format!("{BEST_MARKER}{name}")
+            } else {
+                format!("{BEST_MARKER} {name}")
+            };
             items.push(vec![
                 Span::styled(marker, Style::new().fg(colour).add_modifier(Modifier::BOLD)),
                 Span::raw(result),
             ]);
         }
         if let Some(t) = self.view.info.target_top1 {
-            let line = if compact == 2 { TARGET_MARKER.to_string() } else { format!("{TARGET_MARKER}{TARGET_MARKER}") };
-            let text = if compact == 2 { format!("target {}", percent(t)) } else { format!(" target {}", percent(t)) };
-            items.push(vec![Span::styled(line, Style::new().fg(self.palette.target)), Span::raw(text)]);
+            let line = if compact == 2 {
+                TARGET_MARKER.to_string()
+            } else {
+                format!("{TARGET_MARKER}{TARGET_MARKER}")
+            };
+            let text = if compact == 2 {
+                format!("target {}", percent(t))
+            } else {
+                format!(" target {}", percent(t))
+            };
+            items.push(vec![
+                Span::styled(line, Style::new().fg(self.palette.target)),
+                Span::raw(text),
+            ]);
         }
         items
     }
@@ -79,7 +94,11 @@ impl Curves<'_> {
         let allowed = (height as usize / 6).max(1);
         let mut lines = Vec::new();
         for compact in 0..=2 {
-            lines = wrap_items(self.legend(compact), width, if compact == 2 { 2 } else { 3 });
+            lines = wrap_items(
+                self.legend(compact),
+                width,
+                if compact == 2 { 2 } else { 3 },
+            );
             if lines.len() <= allowed {
                 break;
             }
@@ -106,11 +125,21 @@ impl Curves<'_> {
                     continue;
                 }
                 if Some(t.id) == best_id {
-                    let style = Style::new().fg(self.palette.batch(i)).add_modifier(Modifier::BOLD);
-                    best.push(Curve { points, style, marker: BEST_MARKER });
+                    let style = Style::new()
+                        .fg(self.palette.batch(i))
+                        .add_modifier(Modifier::BOLD);
+                    best.push(Curve {
+                        points,
+                        style,
+                        marker: BEST_MARKER,
+                    });
                 } else {
                     let style = Style::new().fg(self.palette.batch_dim(i));
-                    others.push(Curve { points, style, marker: POINT_MARKER });
+                    others.push(Curve {
+                        points,
+                        style,
+                        marker: POINT_MARKER,
+                    });
                 }
             }
         }
@@ -157,7 +186,13 @@ fn column_of(x: f64, bounds: [f64; 2], width: u16) -> u16 {
 
 /// Writes the epoch numbers under a chart drawn in `area` whose y labels are `y_label_width`
 /// wide, skipping those that would touch their neighbour.
-pub(crate) fn draw_epoch_labels(buf: &mut Buffer, area: Rect, y_label_width: u16, epochs: u32, style: Style) {
+pub(crate) fn draw_epoch_labels(
+    buf: &mut Buffer,
+    area: Rect,
+    y_label_width: u16,
+    epochs: u32,
+    style: Style,
+) {
     if area.height < 3 || area.width < 4 {
         return;
     }
@@ -170,7 +205,9 @@ pub(crate) fn draw_epoch_labels(buf: &mut Buffer, area: Rect, y_label_width: u16
     let place = |e: u32| {
         let text = e.to_string();
         let at = graph_x + column_of(e as f64, bounds, graph_w);
-        let start = at.saturating_sub((text.len() as u16 - 1) / 2).min(area.right().saturating_sub(text.len() as u16));
+        let start = at
+            .saturating_sub((text.len() as u16 - 1) / 2)
+            .min(area.right().saturating_sub(text.len() as u16));
         (start, text)
     };
     // The last epoch always gets its label; the others where they leave a space around them.
@@ -192,7 +229,9 @@ impl Widget for Curves<'_> {
             Some(b) => format!(" accuracy curves · val top-1 by epoch · {} only ", batch(b)),
             None => " accuracy curves · val top-1 by epoch ".to_string(),
         };
-        let block = Block::bordered().title(title).border_style(self.palette.border(self.focused));
+        let block = Block::bordered()
+            .title(title)
+            .border_style(self.palette.border(self.focused));
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.width < 4 || inner.height < 2 {
@@ -200,24 +239,46 @@ impl Widget for Curves<'_> {
         }
         let legend = self.legend_lines(inner.width, inner.height);
         let legend_rows = (legend.len() as u16).min(inner.height.saturating_sub(3));
-        let legend_area = Rect { height: legend_rows, ..inner };
+        let legend_area = Rect {
+            height: legend_rows,
+            ..inner
+        };
         Paragraph::new(legend).render(legend_area, buf);
-        let chart_area = Rect { y: inner.y + legend_rows, height: inner.height - legend_rows, ..inner };
+        let chart_area = Rect {
+            y: inner.y + legend_rows,
+            height: inner.height - legend_rows,
+            ..inner
+        };
 
         let curves = self.curves();
         if curves.is_empty() {
-            let text = if self.view.trials().next().is_none() { "no trials yet" } else { "no epoch has finished yet" };
-            let mid = Rect { y: chart_area.y + chart_area.height / 2, height: 1, ..chart_area };
+            let text = if self.view.trials().next().is_none() {
+                "no trials yet"
+            } else {
+                "no epoch has finished yet"
+            };
+            let mid = Rect {
+                y: chart_area.y + chart_area.height / 2,
+                height: 1,
+                ..chart_area
+            };
             Paragraph::new(Line::styled(text, self.palette.muted_style()))
                 .alignment(Alignment::Center)
                 .render(mid, buf);
             return;
         }
         let target = self.view.info.target_top1;
-        let y = y_bounds(curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)).chain(target));
+        let y = y_bounds(
+            curves
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.1))
+                .chain(target),
+        );
         let epochs = self.view.max_epochs();
         let x = epoch_bounds(epochs);
-        let target_line: Vec<(f64, f64)> = target.map(|t| vec![(x[0], t), (x[1], t)]).unwrap_or_default();
+        let target_line: Vec<(f64, f64)> = target
+            .map(|t| vec![(x[0], t), (x[1], t)])
+            .unwrap_or_default();
 
         let mut datasets = Vec::new();
         if !target_line.is_empty() {
@@ -231,17 +292,36 @@ impl Widget for Curves<'_> {
         }
         for c in &curves {
             if c.points.len() > 1 {
-                datasets.push(Dataset::default().data(&c.points).graph_type(GraphType::Line).marker(Marker::Braille).style(c.style));
+                datasets.push(
+                    Dataset::default()
+                        .data(&c.points)
+                        .graph_type(GraphType::Line)
+                        .marker(Marker::Braille)
+                        .style(c.style),
+                );
             }
-            datasets.push(Dataset::default().data(&c.points).marker(Marker::Custom(c.marker)).style(c.style));
+            datasets.push(
+                Dataset::default()
+                    .data(&c.points)
+                    .marker(Marker::Custom(c.marker))
+                    .style(c.style),
+            );
         }
         let y_labels: Vec<String> = {
             let decimals = if y[1] - y[0] < 0.2 { 1 } else { 0 };
-            [y[0], (y[0] + y[1]) / 2.0, y[1]].iter().map(|v| format!("{:.*}%", decimals, v * 100.0)).collect()
+            [y[0], (y[0] + y[1]) / 2.0, y[1]]
+                .iter()
+                .map(|v| format!("{:.*}%", decimals, v * 100.0))
+                .collect()
         };
         let y_label_width = y_labels.iter().map(|l| l.len()).max().unwrap_or(0) as u16;
         Chart::new(datasets)
-            .x_axis(Axis::default().bounds(x).labels(blank_labels()).style(self.palette.muted_style()))
+            .x_axis(
+                Axis::default()
+                    .bounds(x)
+                    .labels(blank_labels())
+                    .style(self.palette.muted_style()),
+            )
             .y_axis(
                 Axis::default()
                     .bounds(y)
@@ -250,7 +330,13 @@ impl Widget for Curves<'_> {
             )
             .legend_position(None)
             .render(chart_area, buf);
-        draw_epoch_labels(buf, chart_area, y_label_width, epochs, self.palette.muted_style());
+        draw_epoch_labels(
+            buf,
+            chart_area,
+            y_label_width,
+            epochs,
+            self.palette.muted_style(),
+        );
     }
 }
 
@@ -263,7 +349,13 @@ mod tests {
     fn render(view: &StudyView, only: Option<u64>, w: u16, h: u16) -> Buffer {
         let palette = Palette::ansi16();
         let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
-        Curves { view, palette: &palette, only, focused: false }.render(buf.area, &mut buf);
+        Curves {
+            view,
+            palette: &palette,
+            only,
+            focused: false,
+        }
+        .render(buf.area, &mut buf);
         buf
     }
 
@@ -303,7 +395,12 @@ mod tests {
             assert_eq!(best.len(), 2, "batch {i}: {best:?}\n{}", text(&buf));
         }
         // 32K has a second finished trial, drawn as a plain point in the dim colour.
-        assert_eq!(cells_with(&buf, "•", p.batch_dim(0)).len(), 1, "{}", text(&buf));
+        assert_eq!(
+            cells_with(&buf, "•", p.batch_dim(0)).len(),
+            1,
+            "{}",
+            text(&buf)
+        );
         let legend = text(&buf);
         assert!(legend.contains("◆ 32K→1536 best 86.0% #2"), "{legend}");
         assert!(legend.contains("◆ 64K→3072 best 78.0% #6"), "{legend}");
@@ -322,7 +419,10 @@ mod tests {
         let row = *rows.iter().next().unwrap_or(&0);
         let best_32k = cells_with(&buf, "◆", Palette::ansi16().batch(0));
         let best_64k = cells_with(&buf, "◆", Palette::ansi16().batch(2));
-        assert!(best_32k[1].1 < row && row < best_64k[1].1, "{row} {best_32k:?} {best_64k:?}");
+        assert!(
+            best_32k[1].1 < row && row < best_64k[1].1,
+            "{row} {best_32k:?} {best_64k:?}"
+        );
     }
 
     #[test]
@@ -344,7 +444,11 @@ mod tests {
         assert!(text(&buf).contains("32K→1536 no result yet"));
         // Short of rows, the legend keeps one line: names and proxy batches only.
         let buf = render(&view, None, 40, 9);
-        assert!(text(&buf).contains("◆32K→1536  ◆48K→2304  ◆64K→3072"), "{}", text(&buf));
+        assert!(
+            text(&buf).contains("◆32K→1536  ◆48K→2304  ◆64K→3072"),
+            "{}",
+            text(&buf)
+        );
         let full = StudyView::live(info(), trials());
         for (w, h) in [(0, 0), (1, 1), (3, 3), (8, 4), (20, 5)] {
             render(&full, None, w, h);
@@ -364,21 +468,36 @@ mod tests {
     fn epoch_labels_sit_under_their_points() {
         let view = StudyView::live(info(), trials());
         let buf = render(&view, None, 70, 16);
-        let rows: Vec<String> = (0..16).map(|y| (0..70).map(|x| buf[(x, y)].symbol().to_string()).collect()).collect();
+        let rows: Vec<String> = (0..16)
+            .map(|y| (0..70).map(|x| buf[(x, y)].symbol().to_string()).collect())
+            .collect();
         let points: std::collections::BTreeSet<usize> = rows
             .iter()
             .filter(|r| !r.contains("best"))
-            .flat_map(|r| r.chars().enumerate().filter(|(_, c)| *c == '◆' || *c == '•').map(|(i, _)| i).collect::<Vec<_>>())
+            .flat_map(|r| {
+                r.chars()
+                    .enumerate()
+                    .filter(|(_, c)| *c == '◆' || *c == '•')
+                    .map(|(i, _)| i)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let label_row = &rows[14];
         let one = label_row.chars().position(|c| c == '1').expect("label 1");
-        assert_eq!(points.iter().copied().collect::<Vec<_>>(), [one], "{label_row}");
+        assert_eq!(
+            points.iter().copied().collect::<Vec<_>>(),
+            [one],
+            "{label_row}"
+        );
         assert!(label_row.contains('2'), "{label_row}");
         // With many epochs, labels that would collide are left out.
         let mut buf = Buffer::empty(Rect::new(0, 0, 20, 5));
         let area = buf.area;
         draw_epoch_labels(&mut buf, area, 3, 30, Style::new());
         let row: String = (0..20).map(|x| buf[(x, 4)].symbol().to_string()).collect();
-        assert!(row.trim_start().starts_with('1') && row.contains("30"), "{row}");
+        assert!(
+            row.trim_start().starts_with('1') && row.contains("30"),
+            "{row}"
+        );
     }
 }

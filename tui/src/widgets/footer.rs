@@ -17,7 +17,9 @@ impl Widget for Footer<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.app;
         let muted = app.palette.muted_style();
-        let key = Style::new().fg(app.palette.focus).add_modifier(Modifier::BOLD);
+        let key = Style::new()
+            .fg(app.palette.focus)
+            .add_modifier(Modifier::BOLD);
         let line = if let Overlay::Filter { .. } = app.overlay {
             Line::from(vec![
                 Span::styled("filter / ", key),

@@ -97,8 +97,15 @@ impl Widget for BatchGap<'_> {
                     }
                 });
                 Line::from(vec![
-                    Span::styled(format!("{BASELINE_MARK} "), Style::new().fg(self.palette.baseline)),
-                    Span::raw(format!("baseline{}: {}", at.unwrap_or_default(), percent(b.top1))),
+                    Span::styled(
+                        format!("{BASELINE_MARK} "),
+                        Style::new().fg(self.palette.baseline),
+                    ),
+                    Span::raw(format!(
+                        "baseline{}: {}",
+                        at.unwrap_or_default(),
+                        percent(b.top1)
+                    )),
                 ])
             }
             None => Line::styled("no baseline (set study.baseline_top1)", muted),
@@ -106,14 +113,19 @@ impl Widget for BatchGap<'_> {
         buf.set_line(inner.x, y, &base_line, inner.width);
         y += 1;
 
-        let values = bars.iter().flat_map(|b| [b.median, b.best.map(|x| x.0)]).flatten();
+        let values = bars
+            .iter()
+            .flat_map(|b| [b.median, b.best.map(|x| x.0)])
+            .flatten();
         let (lo, hi) = range(values.chain(baseline.as_ref().map(|b| b.top1)));
         let label_w = bars.iter().map(|b| b.label.len()).max().unwrap_or(3) as u16;
         let show_gap = baseline.is_some() && inner.width >= 28;
         let value_w: u16 = if show_gap { 15 } else { 7 };
         let bar_x = inner.x + label_w + 1;
         let bar_w = inner.width.saturating_sub(label_w + 1 + value_w);
-        let column = |v: f64| -> u16 { (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * bar_w as f64).round() as u16 };
+        let column = |v: f64| -> u16 {
+            (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * bar_w as f64).round() as u16
+        };
 
         // Spread the bars over the height there is, keeping rows for the scale and the key.
         let spare = inner.height.saturating_sub(4) / (bars.len().max(1) as u16);
@@ -124,7 +136,12 @@ impl Widget for BatchGap<'_> {
             }
             let bright = self.palette.batch(bar.colour_index);
             let dim = self.palette.batch_dim(bar.colour_index);
-            buf.set_string(inner.x, y, format!("{:>w$}", bar.label, w = label_w as usize), Style::new().fg(bright).add_modifier(Modifier::BOLD));
+            buf.set_string(
+                inner.x,
+                y,
+                format!("{:>w$}", bar.label, w = label_w as usize),
+                Style::new().fg(bright).add_modifier(Modifier::BOLD),
+            );
             match bar.best {
                 None => {
                     buf.set_string(bar_x, y, "no result yet", muted);
@@ -142,14 +159,24 @@ impl Widget for BatchGap<'_> {
                     }
                     let mut text = format!(" {:>6}", percent(best));
                     if let (true, Some(b)) = (show_gap, &baseline) {
-                        text.push_str(&format!("{:>8}", format!("{:+.1}pt", (best - b.top1) * 100.0)));
+                        text.push_str(&format!(
+                            "{:>8}",
+                            format!("{:+.1}pt", (best - b.top1) * 100.0)
+                        ));
                     }
-                    buf.set_string(bar_x + bar_w, y, text, Style::new().add_modifier(Modifier::BOLD));
+                    buf.set_string(
+                        bar_x + bar_w,
+                        y,
+                        text,
+                        Style::new().add_modifier(Modifier::BOLD),
+                    );
                 }
             }
             if let (Some(b), Some(_)) = (&baseline, bar.best) {
                 let c = column(b.top1).min(bar_w.saturating_sub(1));
-                buf[(bar_x + c, y)].set_char(BASELINE_MARK).set_fg(self.palette.baseline);
+                buf[(bar_x + c, y)]
+                    .set_char(BASELINE_MARK)
+                    .set_fg(self.palette.baseline);
             }
             y += if i + 1 == bars.len() { 1 } else { step };
         }
@@ -194,7 +221,12 @@ mod tests {
     fn render(view: &StudyView, w: u16, h: u16) -> Buffer {
         let palette = Palette::ansi16();
         let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
-        BatchGap { view, palette: &palette, focused: false }.render(buf.area, &mut buf);
+        BatchGap {
+            view,
+            palette: &palette,
+            focused: false,
+        }
+        .render(buf.area, &mut buf);
         buf
     }
 
@@ -225,12 +257,26 @@ mod tests {
         // Compare symbols only; colours are checked below.
         expected.set_style(expected.area, buf[(0, 0)].style());
         let symbols = |b: &Buffer| -> Vec<String> {
-            (0..b.area.height).map(|y| (0..b.area.width).map(|x| b[(x, y)].symbol().to_string()).collect()).collect()
+            (0..b.area.height)
+                .map(|y| {
+                    (0..b.area.width)
+                        .map(|x| b[(x, y)].symbol().to_string())
+                        .collect()
+                })
+                .collect()
         };
         assert_eq!(symbols(&buf), symbols(&expected));
         let p = Palette::ansi16();
-        assert_eq!(buf[(5, 2)].fg, p.batch_dim(0), "median part in the dim colour");
-        assert_eq!(buf[(18, 2)].fg, p.batch(0), "tuned part in the bright colour");
+        assert_eq!(
+            buf[(5, 2)].fg,
+            p.batch_dim(0),
+            "median part in the dim colour"
+        );
+        assert_eq!(
+            buf[(18, 2)].fg,
+            p.batch(0),
+            "tuned part in the bright colour"
+        );
         assert_eq!(buf[(23, 2)].fg, p.baseline);
     }
 
@@ -240,19 +286,36 @@ mod tests {
         i.baseline = None;
         let view = StudyView::live(i, trials());
         let buf = render(&view, 40, 10);
-        let row = |y: u16| (0..40).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>();
-        assert!(row(1).contains("no baseline (set study.baseline_top1)"), "{}", row(1));
+        let row = |y: u16| {
+            (0..40)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+        };
+        assert!(
+            row(1).contains("no baseline (set study.baseline_top1)"),
+            "{}",
+            row(1)
+        );
         assert!((0..10).all(|y| !row(y).contains(BASELINE_MARK)));
-        assert!((0..10).all(|y| !row(y).contains("pt")), "no gap column without a baseline");
+        assert!(
+            (0..10).all(|y| !row(y).contains("pt")),
+            "no gap column without a baseline"
+        );
     }
 
     #[test]
     fn an_empty_study_has_no_scale_and_tiny_areas_do_not_panic() {
         let view = StudyView::live(info(), Vec::new());
         let buf = render(&view, 40, 10);
-        let all: String = (0..10).flat_map(|y| (0..40).map(move |x| (x, y))).map(|(x, y)| buf[(x, y)].symbol().to_string()).collect();
+        let all: String = (0..10)
+            .flat_map(|y| (0..40).map(move |x| (x, y)))
+            .map(|(x, y)| buf[(x, y)].symbol().to_string())
+            .collect();
         assert_eq!(all.matches("no result yet").count(), 3, "{all}");
-        assert!(!all.contains('%') || all.contains("90.0%"), "only the baseline has a number: {all}");
+        assert!(
+            !all.contains('%') || all.contains("90.0%"),
+            "only the baseline has a number: {all}"
+        );
         let full = StudyView::live(info(), trials());
         for (w, h) in [(0, 0), (1, 1), (10, 3), (17, 3), (30, 4)] {
             render(&full, w, h);
@@ -265,6 +328,10 @@ mod tests {
         assert_eq!(range(std::iter::empty()), (0.0, 1.0));
         let (lo, hi) = range([0.5].into_iter());
         assert!(lo < 0.5 && hi >= 0.5);
-        assert_eq!(range([0.75, 0.9].into_iter()), (0.7, 0.9), "a value on a ten is the end");
+        assert_eq!(
+            range([0.75, 0.9].into_iter()),
+            (0.7, 0.9),
+            "a value on a ten is the end"
+        );
     }
 }

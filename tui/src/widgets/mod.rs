@@ -22,7 +22,11 @@ pub(crate) fn fit(variants: Vec<Line<'_>>, width: u16) -> Line<'_> {
 }
 
 /// Items laid out left to right, wrapped onto as many lines as they need within `width`.
-pub(crate) fn wrap_items<'a>(items: Vec<Vec<ratatui::text::Span<'a>>>, width: u16, gap: usize) -> Vec<Line<'a>> {
+pub(crate) fn wrap_items<'a>(
+    items: Vec<Vec<ratatui::text::Span<'a>>>,
+    width: u16,
+    gap: usize,
+) -> Vec<Line<'a>> {
     let mut lines: Vec<Line<'a>> = Vec::new();
     let mut current: Vec<ratatui::text::Span<'a>> = Vec::new();
     let mut used = 0usize;

@@ -16,7 +16,10 @@ pub const KEYS: [(&str, &str); 14] = [
     ("k", "stop the selected running trial"),
     ("Tab", "focus the next panel (Shift-Tab: previous)"),
     ("↑ ↓", "select a trial (PgUp PgDn Home End)"),
-    ("Enter", "open the focused panel: trial detail or chart full size"),
+    (
+        "Enter",
+        "open the focused panel: trial detail or chart full size",
+    ),
     ("Esc", "back; clears the filter"),
     ("← →", "curves: every batch size, or one alone"),
     ("s", "sort by the next column (S: reverse)"),
@@ -27,8 +30,12 @@ pub const KEYS: [(&str, &str); 14] = [
 
 /// A box of `width` × `height` centred in `area`.
 pub fn centred(area: Rect, width: u16, height: u16) -> Rect {
-    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))]).flex(Flex::Center).areas(area);
-    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))]).flex(Flex::Center).areas(row);
+    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
     cell
 }
 
@@ -44,7 +51,12 @@ impl Widget for Help<'_> {
             .iter()
             .map(|(k, what)| {
                 Line::from(vec![
-                    Span::styled(format!("{k:>7}  "), Style::new().fg(self.palette.focus).add_modifier(Modifier::BOLD)),
+                    Span::styled(
+                        format!("{k:>7}  "),
+                        Style::new()
+                            .fg(self.palette.focus)
+                            .add_modifier(Modifier::BOLD),
+                    ),
                     Span::raw(*what),
                 ])
             })
@@ -52,7 +64,11 @@ impl Widget for Help<'_> {
         let boxed = centred(area, 70, lines.len() as u16 + 2);
         Clear.render(boxed, buf);
         Paragraph::new(lines)
-            .block(Block::bordered().title(" keys ").border_style(self.palette.border(true)))
+            .block(
+                Block::bordered()
+                    .title(" keys ")
+                    .border_style(self.palette.border(true)),
+            )
             .render(boxed, buf);
     }
 }
@@ -67,7 +83,9 @@ pub struct QuitDialog<'a> {
 
 impl Widget for QuitDialog<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let key = Style::new().fg(self.palette.focus).add_modifier(Modifier::BOLD);
+        let key = Style::new()
+            .fg(self.palette.focus)
+            .add_modifier(Modifier::BOLD);
         let lines = vec![
             Line::raw("The search is still running. Quit how?"),
             Line::raw(""),
@@ -88,7 +106,11 @@ impl Widget for QuitDialog<'_> {
         Clear.render(boxed, buf);
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" quit ").border_style(self.palette.border(true)))
+            .block(
+                Block::bordered()
+                    .title(" quit ")
+                    .border_style(self.palette.border(true)),
+            )
             .render(boxed, buf);
     }
 }

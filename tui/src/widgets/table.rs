@@ -8,7 +8,9 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, StatefulWidget, Table, TableState, Widget};
+use ratatui::widgets::{
+    Block, Cell, HighlightSpacing, Row, StatefulWidget, Table, TableState, Widget,
+};
 
 /// The columns: header, width.
 const COLUMNS: [(&str, u16); 11] = [
@@ -38,9 +40,21 @@ fn param(t: &TrialRecord, name: &str, width: usize) -> String {
 
 /// The text a filter matches against: id, stage, batch, status and every parameter.
 pub fn row_text(t: &TrialRecord) -> String {
-    let mut text = format!("#{} {} {} {} {}", t.id, t.stage, batch(t.batch), t.proxy_batch, display_status(t).word());
+    let mut text = format!(
+        "#{} {} {} {} {}",
+        t.id,
+        t.stage,
+        batch(t.batch),
+        t.proxy_batch,
+        display_status(t).word()
+    );
     for (k, v) in &t.params {
-        text.push_str(&format!(" {k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+        text.push_str(&format!(
+            " {k}={}",
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        ));
     }
     text
 }
@@ -60,11 +74,17 @@ pub fn cells(view: &StudyView, t: &TrialRecord) -> [String; 11] {
         param(t, "peak_lr", 6),
         param(t, "warmup_epochs", 6),
         param(t, "loss_scale", 7),
-        t.params.get("fusion_threshold_mib").and_then(|v| v.as_f64()).map_or("-".into(), |m| format!("{}M", compact(m, 4))),
+        t.params
+            .get("fusion_threshold_mib")
+            .and_then(|v| v.as_f64())
+            .map_or("-".into(), |m| format!("{}M", compact(m, 4))),
         status.word().to_string(),
         epoch,
         accuracy(t).map(percent).unwrap_or_else(|| "-".into()),
-        t.epochs.last().map(|e| rate(e.images_per_sec)).unwrap_or_else(|| "-".into()),
+        t.epochs
+            .last()
+            .map(|e| rate(e.images_per_sec))
+            .unwrap_or_else(|| "-".into()),
     ]
 }
 
@@ -91,7 +111,11 @@ impl StatefulWidget for TrialsTable<'_> {
                 SortKey::Top1 => *name == "top-1",
                 SortKey::Throughput => *name == "img/s",
             };
-            let text = if sorted { format!("{name}{arrow}") } else { name.to_string() };
+            let text = if sorted {
+                format!("{name}{arrow}")
+            } else {
+                name.to_string()
+            };
             Cell::from(text)
         }))
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
@@ -101,7 +125,9 @@ impl StatefulWidget for TrialsTable<'_> {
                 let status = display_status(t);
                 let colour = p.batch(app.view.batch_index(t.batch));
                 let style = match status {
-                    DisplayStatus::Failed | DisplayStatus::Stopped | DisplayStatus::Diverged => Style::new().fg(p.error),
+                    DisplayStatus::Failed | DisplayStatus::Stopped | DisplayStatus::Diverged => {
+                        Style::new().fg(p.error)
+                    }
                     DisplayStatus::Queued => p.muted_style(),
                     DisplayStatus::Running => Style::new().add_modifier(Modifier::BOLD),
                     DisplayStatus::Finished => Style::new(),
@@ -120,12 +146,20 @@ impl StatefulWidget for TrialsTable<'_> {
         let mut title = vec![Span::raw(format!(" trials · {} shown", rows.len()))];
         title.push(Span::raw(format!(" · sort {} {arrow}", app.sort.name())));
         if !app.filter.is_empty() {
-            title.push(Span::styled(format!(" · filter `{}`", app.filter), Style::new().add_modifier(Modifier::BOLD)));
+            title.push(Span::styled(
+                format!(" · filter `{}`", app.filter),
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
         }
         title.push(Span::raw(" "));
-        let block = Block::bordered().title(Line::from(title)).border_style(p.border(app.focus == Focus::Table));
+        let block = Block::bordered()
+            .title(Line::from(title))
+            .border_style(p.border(app.focus == Focus::Table));
         let empty = rows.is_empty();
-        state.select(app.selected.and_then(|id| rows.iter().position(|t| t.id == id)));
+        state.select(
+            app.selected
+                .and_then(|id| rows.iter().position(|t| t.id == id)),
+        );
         let table = Table::new(body, COLUMNS.iter().map(|(_, w)| Constraint::Length(*w)))
             .header(header)
             .block(block)
@@ -135,8 +169,17 @@ impl StatefulWidget for TrialsTable<'_> {
             .highlight_spacing(HighlightSpacing::Always);
         StatefulWidget::render(table, area, buf, state);
         if empty {
-            let msg = if app.view.trials().next().is_none() { "no trials yet" } else { "no trial matches the filter (Esc clears it)" };
-            let inner = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
+            let msg = if app.view.trials().next().is_none() {
+                "no trials yet"
+            } else {
+                "no trial matches the filter (Esc clears it)"
+            };
+            let inner = Rect {
+                x: area.x + 2,
+                y: area.y + 2,
+                width: area.width.saturating_sub(4),
+                height: 1,
+            };
             if area.height > 3 {
                 Line::styled(msg, p.muted_style()).render(inner, buf);
             }
@@ -154,7 +197,9 @@ mod tests {
         let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
         let mut state = TableState::default();
         TrialsTable { app }.render(buf.area, &mut buf, &mut state);
-        let lines = (0..h).map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect()).collect();
+        let lines = (0..h)
+            .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect())
+            .collect();
         (buf, lines)
     }
 
@@ -166,10 +211,21 @@ mod tests {
             lines[1].trim_end(),
             "│ id▲  stage  batch  LR     warmup l.scale fusion status   epoch top-1  img/s  │"
         );
-        assert_eq!(lines[3].trim_end(), "│ 2    coarse ◆32K   1      0.5    dyn     8M     finished 1/1   86.0%  1502   │");
-        assert!(lines[5].contains("failed") && lines[5].contains("-      -"), "{}", lines[5]);
+        assert_eq!(
+            lines[3].trim_end(),
+            "│ 2    coarse ◆32K   1      0.5    dyn     8M     finished 1/1   86.0%  1502   │"
+        );
+        assert!(
+            lines[5].contains("failed") && lines[5].contains("-      -"),
+            "{}",
+            lines[5]
+        );
         assert!(lines[6].contains("running  1/1   75.0%"), "{}", lines[6]);
-        assert!(lines[8].contains("refine  32K") && lines[8].contains("queued   -"), "{}", lines[8]);
+        assert!(
+            lines[8].contains("refine  32K") && lines[8].contains("queued   -"),
+            "{}",
+            lines[8]
+        );
         // The failed row is drawn in the error colour, the selected row reversed.
         assert_eq!(buf[(30, 5)].fg, Palette::ansi16().error);
         assert!(buf[(30, 2)].modifier.contains(Modifier::REVERSED));
@@ -181,14 +237,26 @@ mod tests {
         app.sort = SortKey::Top1;
         app.descending = true;
         let ids: Vec<u64> = app.rows().iter().map(|t| t.id).collect();
-        assert_eq!(ids, [2, 1, 3, 6, 5, 4, 7], "best first, trials without accuracy last");
+        assert_eq!(
+            ids,
+            [2, 1, 3, 6, 5, 4, 7],
+            "best first, trials without accuracy last"
+        );
         app.filter = "48k failed".into();
         let ids: Vec<u64> = app.rows().iter().map(|t| t.id).collect();
         assert_eq!(ids, [4]);
         let (_, lines) = render(&app, 80, 6);
-        assert!(lines[0].contains("1 shown · sort top-1 ▼ · filter `48k failed`"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("1 shown · sort top-1 ▼ · filter `48k failed`"),
+            "{}",
+            lines[0]
+        );
         app.filter = "nothing-matches".into();
         let (_, lines) = render(&app, 80, 6);
-        assert!(lines[2].contains("no trial matches the filter"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("no trial matches the filter"),
+            "{}",
+            lines[2]
+        );
     }
 }

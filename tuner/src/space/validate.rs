@@ -51,8 +51,16 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
     let trainer = check_trainer(&c, &raw)?;
 
     let batches = raw.batch.sizes.clone();
-    c.ensure(!batches.is_empty(), "batch.sizes", "must list at least one batch size")?;
-    c.ensure(batches.iter().all(|&b| b > 0), "batch.sizes", "batch sizes must be positive")?;
+    c.ensure(
+        !batches.is_empty(),
+        "batch.sizes",
+        "must list at least one batch size",
+    )?;
+    c.ensure(
+        batches.iter().all(|&b| b > 0),
+        "batch.sizes",
+        "batch sizes must be positive",
+    )?;
 
     let mut params = Vec::new();
     for (name, p) in &raw.params {
@@ -80,11 +88,16 @@ fn check_study(c: &Checker, raw: &RawSpace) -> Result<Study, SpaceError> {
     let plain = !s.name.is_empty()
         && s.name != "."
         && s.name != ".."
-        && s.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        && s.name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
     c.ensure(
         plain,
         "study.name",
-        format!("`{}` is not a plain file name (use letters, digits, `-`, `_`, `.`)", s.name),
+        format!(
+            "`{}` is not a plain file name (use letters, digits, `-`, `_`, `.`)",
+            s.name
+        ),
     )?;
     let objective = match s.objective.as_str() {
         "max-val-top1" => Objective::MaxValTop1,
@@ -97,7 +110,11 @@ fn check_study(c: &Checker, raw: &RawSpace) -> Result<Study, SpaceError> {
         }
     };
     if let Some(t) = s.target_top1 {
-        c.ensure((0.0..=1.0).contains(&t), "study.target_top1", "must be a fraction in [0, 1]")?;
+        c.ensure(
+            (0.0..=1.0).contains(&t),
+            "study.target_top1",
+            "must be a fraction in [0, 1]",
+        )?;
     }
     c.ensure(
         objective != Objective::TimeToTarget || s.target_top1.is_some(),
@@ -105,9 +122,17 @@ fn check_study(c: &Checker, raw: &RawSpace) -> Result<Study, SpaceError> {
         "`time-to-target` needs `study.target_top1`",
     )?;
     if let Some(b) = s.baseline_top1 {
-        c.ensure((0.0..=1.0).contains(&b), "study.baseline_top1", "must be a fraction in [0, 1]")?;
+        c.ensure(
+            (0.0..=1.0).contains(&b),
+            "study.baseline_top1",
+            "must be a fraction in [0, 1]",
+        )?;
     }
-    c.ensure(s.baseline_batch != Some(0), "study.baseline_batch", "must be a positive batch size")?;
+    c.ensure(
+        s.baseline_batch != Some(0),
+        "study.baseline_batch",
+        "must be a positive batch size",
+    )?;
     c.ensure(
         s.baseline_batch.is_none() || s.baseline_top1.is_some(),
         "study.baseline_batch",
@@ -165,9 +190,21 @@ fn check_trainer(c: &Checker, raw: &RawSpace) -> Result<TrainerSetup, SpaceError
     c.ensure(t.epochs > 0, "trainer.epochs", "must be at least 1")?;
     c.ensure(t.ranks > 0, "trainer.ranks", "must be at least 1")?;
     c.ensure(t.lars_eta > 0.0, "trainer.lars_eta", "must be positive")?;
-    c.ensure((0.0..1.0).contains(&t.momentum), "trainer.momentum", "must be in [0, 1)")?;
-    c.ensure(t.weight_decay >= 0.0, "trainer.weight_decay", "must not be negative")?;
-    c.ensure(t.poly_power >= 0.0, "trainer.poly_power", "must not be negative")?;
+    c.ensure(
+        (0.0..1.0).contains(&t.momentum),
+        "trainer.momentum",
+        "must be in [0, 1)",
+    )?;
+    c.ensure(
+        t.weight_decay >= 0.0,
+        "trainer.weight_decay",
+        "must not be negative",
+    )?;
+    c.ensure(
+        t.poly_power >= 0.0,
+        "trainer.poly_power",
+        "must not be negative",
+    )?;
     let mut exclude = t.weight_decay_exclude.clone();
     exclude.sort();
     let decay_bias_and_bn = match exclude.as_slice() {
@@ -181,7 +218,8 @@ fn check_trainer(c: &Checker, raw: &RawSpace) -> Result<TrainerSetup, SpaceError
         }
     };
     let from_env = std::env::var(IMAGENET_ENV).ok().filter(|v| !v.is_empty());
-    let configured = from_env.or_else(|| (!t.imagenet_dir.is_empty()).then(|| t.imagenet_dir.clone()));
+    let configured =
+        from_env.or_else(|| (!t.imagenet_dir.is_empty()).then(|| t.imagenet_dir.clone()));
     Ok(TrainerSetup {
         model,
         imagenet_dir: configured.map(PathBuf::from),
@@ -204,7 +242,9 @@ fn check_value(c: &Checker, key: &str, name: &str, value: &ParamValue) -> Result
         ("loss_scale", ParamValue::Text(s)) => s == "dynamic",
         ("loss_scale", ParamValue::Num(v)) => *v > 0.0,
         ("peak_lr" | "lars_eta", ParamValue::Num(v)) => *v > 0.0,
-        ("warmup_epochs" | "fusion_threshold_mib" | "weight_decay", ParamValue::Num(v)) => *v >= 0.0,
+        ("warmup_epochs" | "fusion_threshold_mib" | "weight_decay", ParamValue::Num(v)) => {
+            *v >= 0.0
+        }
         ("momentum", ParamValue::Num(v)) => (0.0..1.0).contains(v),
         _ => false,
     };
@@ -214,7 +254,11 @@ fn check_value(c: &Checker, key: &str, name: &str, value: &ParamValue) -> Result
         "momentum" => "a number in [0, 1)",
         _ => "a non-negative number",
     };
-    c.ensure(ok, key, format!("`{value}` is not allowed for {name}: expected {expected}"))
+    c.ensure(
+        ok,
+        key,
+        format!("`{value}` is not allowed for {name}: expected {expected}"),
+    )
 }
 
 fn to_value(c: &Checker, key: &str, v: &toml::Value) -> Result<ParamValue, SpaceError> {
@@ -222,7 +266,13 @@ fn to_value(c: &Checker, key: &str, v: &toml::Value) -> Result<ParamValue, Space
         toml::Value::Integer(i) => Ok(ParamValue::Num(*i as f64)),
         toml::Value::Float(f) => Ok(ParamValue::Num(*f)),
         toml::Value::String(s) => Ok(ParamValue::Text(s.clone())),
-        other => Err(c.err(key, format!("values must be numbers or strings, found {}", other.type_str()))),
+        other => Err(c.err(
+            key,
+            format!(
+                "values must be numbers or strings, found {}",
+                other.type_str()
+            ),
+        )),
     }
 }
 
@@ -230,7 +280,11 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
     let base = format!("params.{name}");
     let known = KNOWN_PARAMS.iter().any(|(k, _)| *k == name);
     let names: Vec<&str> = KNOWN_PARAMS.iter().map(|(k, _)| *k).collect();
-    c.ensure(known, &base, format!("unknown parameter, expected one of {}", names.join(", ")))?;
+    c.ensure(
+        known,
+        &base,
+        format!("unknown parameter, expected one of {}", names.join(", ")),
+    )?;
     let key = |k: &str| format!("{base}.{k}");
 
     if let Some(values) = &p.values {
@@ -240,14 +294,26 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
                 "min" => p.min.is_some(),
                 _ => p.max.is_some(),
             };
-            c.ensure(!present, &key(k), "give either `values` or a `min`/`max` range, not both")?;
+            c.ensure(
+                !present,
+                &key(k),
+                "give either `values` or a `min`/`max` range, not both",
+            )?;
         }
-        c.ensure(!values.is_empty(), &key("values"), "the list of values is empty")?;
+        c.ensure(
+            !values.is_empty(),
+            &key("values"),
+            "the list of values is empty",
+        )?;
         let mut parsed = Vec::new();
         for v in values {
             let v = to_value(c, &key("values"), v)?;
             check_value(c, &key("values"), name, &v)?;
-            c.ensure(!parsed.contains(&v), &key("values"), format!("`{v}` is listed twice"))?;
+            c.ensure(
+                !parsed.contains(&v),
+                &key("values"),
+                format!("`{v}` is listed twice"),
+            )?;
             parsed.push(v);
         }
         for (k, step) in [("coarse_step", p.coarse_step), ("fine_step", p.fine_step)] {
@@ -267,20 +333,41 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
         });
     }
 
-    let min = p.min.ok_or_else(|| c.err(&base, "needs `min` and `max` (or `values`)"))?;
-    let max = p.max.ok_or_else(|| c.err(&base, "needs `max` (or `values`)"))?;
+    let min = p
+        .min
+        .ok_or_else(|| c.err(&base, "needs `min` and `max` (or `values`)"))?;
+    let max = p
+        .max
+        .ok_or_else(|| c.err(&base, "needs `max` (or `values`)"))?;
     check_value(c, &key("min"), name, &ParamValue::Num(min))?;
     check_value(c, &key("max"), name, &ParamValue::Num(max))?;
-    c.ensure(min <= max, &key("min"), format!("min {min} is greater than max {max}"))?;
+    c.ensure(
+        min <= max,
+        &key("min"),
+        format!("min {min} is greater than max {max}"),
+    )?;
     let scale = match p.scale.as_deref().unwrap_or("linear") {
         "linear" => Scale::Linear,
         "log" => Scale::Log,
-        other => return Err(c.err(&key("scale"), format!("unknown scale `{other}`, expected `linear` or `log`"))),
+        other => {
+            return Err(c.err(
+                &key("scale"),
+                format!("unknown scale `{other}`, expected `linear` or `log`"),
+            ))
+        }
     };
     if scale == Scale::Log {
-        c.ensure(min > 0.0, &key("min"), "a log scale needs a positive lower bound")?;
+        c.ensure(
+            min > 0.0,
+            &key("min"),
+            "a log scale needs a positive lower bound",
+        )?;
         for (k, step) in [("coarse_step", p.coarse_step), ("fine_step", p.fine_step)] {
-            c.ensure(step > 1.0, &key(k), "on a log scale the step is a factor and must be > 1")?;
+            c.ensure(
+                step > 1.0,
+                &key(k),
+                "on a log scale the step is a factor and must be > 1",
+            )?;
         }
     } else {
         for (k, step) in [("coarse_step", p.coarse_step), ("fine_step", p.fine_step)] {
@@ -301,7 +388,11 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
 }
 
 /// The value of every known, unsearched parameter: `[trainer.defaults]`, else the built-in default.
-fn check_defaults(c: &Checker, raw: &RawSpace, params: &[Param]) -> Result<Vec<(String, ParamValue)>, SpaceError> {
+fn check_defaults(
+    c: &Checker,
+    raw: &RawSpace,
+    params: &[Param],
+) -> Result<Vec<(String, ParamValue)>, SpaceError> {
     for (name, value) in &raw.trainer.defaults {
         let key = format!("trainer.defaults.{name}");
         c.ensure(
@@ -346,7 +437,10 @@ fn check_stages(c: &Checker, raw: &RawSpace) -> Result<Stages, SpaceError> {
     c.ensure(co.epochs > 0, "stages.coarse.epochs", "must be at least 1")?;
     c.ensure(re.epochs > 0, "stages.refine.epochs", "must be at least 1")?;
     c.ensure(re.top_k > 0, "stages.refine.top_k", "must be at least 1")?;
-    for (key, f) in [("stages.coarse.data_fraction", co.data_fraction), ("stages.refine.data_fraction", re.data_fraction)] {
+    for (key, f) in [
+        ("stages.coarse.data_fraction", co.data_fraction),
+        ("stages.refine.data_fraction", re.data_fraction),
+    ] {
         c.ensure(f > 0.0 && f <= 1.0, key, "must be in (0, 1]")?;
     }
     Ok(Stages {
