@@ -120,7 +120,7 @@ fn check(world: usize, group: usize) -> Result<(), CostError> {
     if world == 0 {
         return Err(CostError::NoRanks);
     }
-    if group == 0 || world % group != 0 {
+    if group == 0 || !world.is_multiple_of(group) {
         return Err(CostError::Group { group, world });
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! are fused, segmented and all-reduced, and chooses the segmentation that minimises it.
 //!
 //! - [`link`]: α-β-γ parameters of the links inside and between nodes, presets, calibration fit.
+//! - [`calibrate`]: α and β of the in-process collective, measured.
 //! - [`allreduce`]: cost of one all-reduce (flat ring, hierarchical, hybrid) of `n` bytes.
 //! - [`compute`]: per-layer forward/backward times of the full-size models on a given GPU.
 //! - [`measure`]: the same profile measured on this CPU for the trainer's proxy model.
@@ -12,6 +13,7 @@
 
 pub mod allreduce;
 pub mod auto;
+pub mod calibrate;
 pub mod compute;
 pub mod link;
 pub mod measure;
@@ -20,6 +22,7 @@ pub mod timeline;
 
 pub use allreduce::allreduce_secs;
 pub use auto::{auto_plan, auto_segments};
+pub use calibrate::{calibrate_in_process, Calibration};
 pub use compute::{ComputeProfile, FullModel, Gpu};
 pub use link::{fit_alpha_beta, Cluster, Link, Network};
 pub use predict::{predict, Config, Prediction, Scenario};
