@@ -54,7 +54,7 @@ pub fn hierarchical(
     let inside = cluster.link_spanning(group);
     let leaders = world / group;
     Ok(reduce(bytes, group, &inside)
-        + ring(bytes, leaders, &cluster.link_spanning(world))
+        + ring(bytes, leaders, &cluster.leaders_link(world, group))
         + broadcast(bytes, group, &inside))
 }
 
@@ -187,6 +187,25 @@ mod tests {
                 world: 16
             })
         );
+    }
+
+    /// With a slower link inside nodes than between them (PCIe vs a fast network), the
+    /// leaders' ring runs at the network's speed, the flat ring at the slower one.
+    #[test]
+    fn leaders_ring_crosses_only_the_network() {
+        let mut c = cluster();
+        c.intra.beta = 2e-9;
+        c.inter.beta = 1e-9;
+        // 8 ranks, whole-node groups of 4: 2 leaders, ring on the inter link alone:
+        //   2·1·10µs + 2·1/2·1e6·1e-9 + 1/2·1e6·1e-11 = 2e-5 + 1e-3 + 5e-6.
+        let inside = reduce(1e6, 4, &c.intra) + broadcast(1e6, 4, &c.intra);
+        let t = hierarchical(1e6, 8, 4, &c).expect("valid");
+        assert!(close(t, inside + 2e-5 + 1e-3 + 5e-6), "{t}");
+        // The flat ring of 8 runs at the 2 ns/B PCIe-like hop.
+        assert!(close(
+            flat_ring(1e6, 8, &c),
+            2.0 * 7.0 * 10e-6 + 2.0 * 7.0 / 8.0 * 1e6 * 2e-9 + 7.0 / 8.0 * 1e6 * 1e-11
+        ));
     }
 
     #[test]

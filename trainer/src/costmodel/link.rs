@@ -64,6 +64,20 @@ impl Cluster {
             self.intra.slowest(self.inter)
         }
     }
+
+    /// The slowest link of a ring among the leaders (ranks `0, group, 2·group, …`) of
+    /// `world` ranks: inside a node when they all fit in one; only between nodes when each
+    /// leader has a node of its own (groups are whole nodes); otherwise both.
+    pub fn leaders_link(&self, world: usize, group: usize) -> Link {
+        let g = self.gpus_per_node.max(1);
+        if world <= g {
+            self.intra
+        } else if group.is_multiple_of(g) {
+            self.inter
+        } else {
+            self.intra.slowest(self.inter)
+        }
+    }
 }
 
 /// Networks between nodes. Values are per message hop as a collective library sees them:
@@ -268,5 +282,9 @@ mod tests {
         let across = c.link_spanning(9);
         assert_eq!(across.alpha, eth.alpha);
         assert_eq!(across.beta, intra.beta.max(eth.beta));
+        // Leaders of whole-node groups talk over the network only; of half nodes, over both.
+        assert_eq!(c.leaders_link(64, 8), eth);
+        assert_eq!(c.leaders_link(64, 4), across);
+        assert_eq!(c.leaders_link(8, 2), intra);
     }
 }
