@@ -12,6 +12,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+pub mod costmodel;
 pub mod data;
 pub mod divergence;
 pub mod error;

@@ -23,7 +23,8 @@ use std::path::PathBuf;
         jizhi-tune bench store                                what the store costs\n  \
         jizhi-tune reproduce                                  the seed's experiments on the proxy\n  \
         jizhi-tune bench allreduce                            all-reduce bus bandwidth vs memcpy\n  \
-        jizhi-tune bench fusion                               fused vs unfused gradient all-reduce"
+        jizhi-tune bench fusion                               fused vs unfused gradient all-reduce\n  \
+        jizhi-tune simulate --gpu p40 --network 100gbe        predicted scaling to 2048 GPUs"
 )]
 pub struct Cli {
     /// Search-space file of the study to run or resume.
@@ -110,6 +111,9 @@ pub enum Command {
     /// Measure a part of the system; the last output line is one JSON object of the figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Predict step time and scaling efficiency on 1 to 2048 GPUs from the communication cost model.
+    #[command(after_help = crate::simulate::AFTER_HELP)]
+    Simulate(crate::simulate::SimulateArgs),
     /// Show a table of trials and the best configuration per batch size.
     #[command(after_help = "Example:\n  jizhi-tune show search-spaces/alexnet64k.toml")]
     Show {

@@ -40,6 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Bench(command)) => crate::bench::run(&command),
         Some(Command::Reproduce(args)) => crate::reproduce::run(&args),
         Some(Command::GpuCheck(args)) => crate::gpu_check::run(&args),
+        Some(Command::Simulate(args)) => crate::simulate::run(&args),
         None => {
             let space = cli
                 .space

@@ -21,6 +21,7 @@ mod report;
 mod reproduce;
 mod scheduler;
 mod signals;
+mod simulate;
 mod space;
 mod store_cmd;
 mod strategy;
