@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::costmodel::Segmentation;
 use crate::error::TrainError;
 use crate::report::EpochReport;
 use crate::scaler::LossScaler;
@@ -36,6 +37,8 @@ pub struct Checkpoint {
     pub ranks: Vec<RankState>,
     /// Loss scale and its dynamic state.
     pub scaler: LossScaler,
+    /// The gradient segmentation the run uses (an `auto` one is chosen once, from timings).
+    pub segmentation: Segmentation,
     /// Reports of the completed epochs.
     pub reports: Vec<EpochReport>,
     /// Wall seconds the run had taken when saved.

@@ -38,5 +38,5 @@ pub use config::{LossScale, LrDecay, ModelKind, OptimizerKind, Precision, TrainC
 pub use error::TrainError;
 pub use params::{ParamInfo, ParamKind};
 pub use report::{EpochReport, TrainOutcome};
-pub use step::{allreduce_calls_per_step, resolved_segments};
+pub use step::{allreduce_calls_per_step, pinned_segments, resolved_segments};
 pub use train::train;

@@ -6,10 +6,12 @@ use std::ops::Range;
 use crate::checkpoint::{Checkpoint, RankState};
 use crate::collective::in_process;
 use crate::config::TrainConfig;
+use crate::costmodel::Segmentation;
 use crate::error::TrainError;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::precision::{all_finite, round, HalfFormat, Underflow};
+use crate::ranks::auto::auto_segmentation;
 use crate::ranks::exchange::Wire;
 use crate::ranks::replica::Replica;
 use crate::ranks::segments::{self, Segment, Segments};
@@ -38,6 +40,11 @@ pub(crate) struct StepState {
     pub fmt: Option<HalfFormat>,
     /// Whether the weights themselves are half (fp16-naive).
     pub weights_in_half: bool,
+    /// Where the gradients are split into segments and fused (resolved once per run).
+    pub segmentation: Segmentation,
+    /// Flat ranges and wire bytes of the gradients, to rebuild the segments on restore.
+    grad_ranges: Vec<Range<usize>>,
+    grad_bytes: Vec<u64>,
 }
 
 /// A freshly initialised model of `cfg` (equal on every rank: same seed).
@@ -58,7 +65,14 @@ impl StepState {
         let world = cfg.ranks.max(1);
         let lead = build_model(cfg);
         let ranges = lead.params.ranges_backward();
-        let segments = gradient_segments(&lead, &ranges, cfg)?;
+        let segmentation = resolve_segmentation(&lead, cfg)?;
+        let grad_bytes = wire_bytes(&lead, cfg);
+        let segments = segments::plan(
+            &ranges,
+            &grad_bytes,
+            &segmentation.splits,
+            segmentation.threshold,
+        );
         let opt = Optimizer::new(cfg, lead.inventory(), &ranges);
         // the cores are shared by the ranks; one rank keeps them all (bit-identical to before)
         let threads = (cfg.threads / world).max(1);
@@ -85,6 +99,9 @@ impl StepState {
             scaler: LossScaler::new(cfg.loss_scale, cfg.precision),
             fmt: cfg.precision.half_format(),
             weights_in_half: cfg.precision.weights_in_half(),
+            segmentation,
+            grad_bytes,
+            grad_ranges: ranges,
         })
     }
 
@@ -124,6 +141,7 @@ impl StepState {
                 })
                 .collect(),
             scaler: self.scaler.clone(),
+            segmentation: self.segmentation.clone(),
             reports: reports.to_vec(),
             elapsed_secs,
         }
@@ -158,6 +176,18 @@ impl StepState {
             rep.dropout_rng = saved.dropout_rng.clone();
         }
         self.scaler = ckpt.scaler.clone();
+        if ckpt.segmentation != self.segmentation {
+            // an `auto` split is chosen from timings: the resumed run keeps the one it began with
+            segments::check_splits(&ckpt.segmentation.splits, self.grad_bytes.len())
+                .map_err(|_| mismatch("segments"))?;
+            self.segmentation = ckpt.segmentation.clone();
+            self.ranks.set_segments(segments::plan(
+                &self.grad_ranges,
+                &self.grad_bytes,
+                &self.segmentation.splits,
+                self.segmentation.threshold,
+            ));
+        }
         Ok(())
     }
 
@@ -233,50 +263,63 @@ fn wire_bytes(model: &Model, cfg: &TrainConfig) -> Vec<u64> {
         .collect()
 }
 
-/// Tensor indices (backward order) where `cfg`'s all-reduce segments start, after the first.
-fn split_points(bytes: &[u64], cfg: &TrainConfig) -> Result<Vec<usize>, TrainError> {
-    match &cfg.segments {
-        Segments::Count(k) => Ok(segments::equal_byte_splits(bytes, *k)),
+/// Where `cfg` splits its gradients into segments and the fusion threshold inside them
+/// (`auto` asks the cost model).
+fn resolve_segmentation(model: &Model, cfg: &TrainConfig) -> Result<Segmentation, TrainError> {
+    let bytes = wire_bytes(model, cfg);
+    let splits = match &cfg.segments {
+        Segments::Count(k) => segments::equal_byte_splits(&bytes, *k),
         Segments::At(at) => {
             segments::check_splits(at, bytes.len()).map_err(TrainError::InvalidConfig)?;
-            Ok(at.clone())
+            at.clone()
         }
-        Segments::Auto => Err(TrainError::InvalidConfig(
-            "segments = auto needs the cost model, which this build does not have".into(),
-        )),
-    }
+        Segments::Auto => return auto_segmentation(&bytes, cfg),
+    };
+    Ok(Segmentation {
+        splits,
+        threshold: cfg.fusion_threshold_bytes,
+    })
 }
 
-/// The all-reduce segments of `cfg`, fused under its threshold.
-fn gradient_segments(
+/// The all-reduce segments of `seg` over `model`'s gradients (flat `ranges`, backward order).
+fn plan_segments(
     model: &Model,
     ranges: &[Range<usize>],
     cfg: &TrainConfig,
-) -> Result<Vec<Segment>, TrainError> {
-    let bytes = wire_bytes(model, cfg);
-    let splits = split_points(&bytes, cfg)?;
-    Ok(segments::plan(
-        ranges,
-        &bytes,
-        &splits,
-        cfg.fusion_threshold_bytes,
-    ))
+    seg: &Segmentation,
+) -> Vec<Segment> {
+    segments::plan(ranges, &wire_bytes(model, cfg), &seg.splits, seg.threshold)
 }
 
-/// The tensor indices where `cfg`'s segments start (what `auto` or a count resolves to).
-pub fn resolved_segments(cfg: &TrainConfig) -> Result<Vec<usize>, TrainError> {
-    let model = Model::new(cfg.model, cfg.bn5, cfg.seed);
-    split_points(&wire_bytes(&model, cfg), cfg)
+/// The split points and threshold `cfg`'s segments resolve to (what `auto` or a count means).
+pub fn resolved_segments(cfg: &TrainConfig) -> Result<Segmentation, TrainError> {
+    resolve_segmentation(&Model::new(cfg.model, cfg.bn5, cfg.seed), cfg)
 }
 
-/// Number of all-reduce calls per step `cfg` would make (without training).
-pub fn allreduce_calls_per_step(cfg: &TrainConfig) -> Result<u64, TrainError> {
+/// `cfg` with its segments resolved to explicit split points and threshold, so that every run
+/// of it (e.g. the rounds of a benchmark) uses the same split even when it was `auto`.
+pub fn pinned_segments(cfg: &TrainConfig) -> Result<(TrainConfig, Segmentation), TrainError> {
+    let seg = resolved_segments(cfg)?;
+    let pinned = TrainConfig {
+        segments: if seg.splits.is_empty() {
+            Segments::Count(1)
+        } else {
+            Segments::At(seg.splits.clone())
+        },
+        fusion_threshold_bytes: seg.threshold,
+        ..cfg.clone()
+    };
+    Ok((pinned, seg))
+}
+
+/// Number of all-reduce calls per step `seg` makes for `cfg` (without training).
+pub fn allreduce_calls_per_step(cfg: &TrainConfig, seg: &Segmentation) -> u64 {
     let model = Model::new(cfg.model, cfg.bn5, cfg.seed);
     let ranges = model.params.ranges_backward();
-    Ok(gradient_segments(&model, &ranges, cfg)?
+    plan_segments(&model, &ranges, cfg, seg)
         .iter()
         .map(|s| s.buckets.len() as u64)
-        .sum())
+        .sum()
 }
 
 #[cfg(test)]
@@ -430,6 +473,39 @@ mod tests {
         assert!(
             three.restore(&ckpt).is_err(),
             "a checkpoint of 2 ranks does not fit 3"
+        );
+    }
+
+    /// `auto` asks the cost model once; a resumed run keeps the checkpoint's split, and results
+    /// continue bit-identically.
+    #[test]
+    fn auto_segments_resolve_once_and_survive_a_resume() {
+        let c = TrainConfig {
+            segments: Segments::Auto,
+            ..cfg(2, false)
+        };
+        let mut a = state(&c);
+        let tensors = a.model().inventory().len();
+        assert!(segments::check_splits(&a.segmentation.splits, tensors).is_ok());
+        assert_eq!(
+            a.ranks.segments().last().map(|s| s.tensors.end),
+            Some(tensors)
+        );
+        run(&mut a, 1);
+        let mut ckpt = a.checkpoint(&c, 0, 1, &[], 0.0);
+        // as if the timings had picked another split when the run began
+        let mut b = state(&c);
+        ckpt.segmentation = Segmentation {
+            splits: vec![3, 7],
+            threshold: 1024,
+        };
+        b.restore(&ckpt).expect("restore");
+        assert_eq!(b.segmentation.splits, vec![3, 7]);
+        assert_eq!(b.ranks.segments().len(), 3);
+        ckpt.segmentation.splits = vec![tensors];
+        assert!(
+            state(&c).restore(&ckpt).is_err(),
+            "split points past the end are refused"
         );
     }
 

@@ -132,9 +132,11 @@ pub enum Command {
         target: PathBuf,
     },
     /// Run the seed paper's 10-epoch experiments (a)-(e) on the proxy and print one table.
-    #[command(after_help = "Examples:\n  jizhi-tune reproduce                         all experiments, 10 epochs\n  \
+    #[command(
+        after_help = "Examples:\n  jizhi-tune reproduce                         all experiments, 10 epochs\n  \
         jizhi-tune reproduce --only a,c --jobs 2     two at a time, sharing the cores\n  \
-        jizhi-tune reproduce --out table.json        the table as JSON too")]
+        jizhi-tune reproduce --out table.json        the table as JSON too"
+    )]
     Reproduce(crate::reproduce::ReproduceArgs),
     /// Check the NCCL collectives on this machine's GPUs; prints one JSON line of the results.
     #[command(after_help = "Example:\n  jizhi-tune gpu-check\n\n\

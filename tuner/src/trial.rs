@@ -5,7 +5,9 @@
 
 use crate::cli::TrialArgs;
 use anyhow::{bail, Context, Result};
-use jizhi_trainer::{EpochReport, LossScale, LrDecay, ModelKind, OptimizerKind, Precision, TrainConfig};
+use jizhi_trainer::{
+    EpochReport, LossScale, LrDecay, ModelKind, OptimizerKind, Precision, TrainConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 

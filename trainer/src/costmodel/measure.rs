@@ -26,8 +26,19 @@ pub struct Measured {
 /// Times `steps` training forward/backward passes of the proxy (after one untimed warm-up) on
 /// `batch` random images with `threads` threads.
 pub fn measure_proxy(kind: ModelKind, batch: usize, threads: usize, steps: usize) -> Measured {
+    measure_model(kind, true, batch, threads, steps)
+}
+
+/// [`measure_proxy`] with the pool5 batch norm on or off (`bn5`), as the run has it.
+pub fn measure_model(
+    kind: ModelKind,
+    bn5: bool,
+    batch: usize,
+    threads: usize,
+    steps: usize,
+) -> Measured {
     let par = Par::new(threads);
-    let mut model = Model::new(kind, true, 0);
+    let mut model = Model::new(kind, bn5, 0);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let n = batch.max(1);
     let x: Vec<f32> = (0..n * model.input_len())

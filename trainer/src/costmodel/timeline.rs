@@ -8,7 +8,7 @@ use crate::fusion::plan_buckets;
 
 /// Where the gradients (in backward order) are split into segments, and the fusion threshold
 /// applied inside each segment.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segmentation {
     /// Indices (ascending, each in `1..tensors`) at which a new segment starts; empty = S = 1.
     pub splits: Vec<usize>,

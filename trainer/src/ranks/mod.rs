@@ -6,6 +6,7 @@
 //! P devices: per-rank losses and BN statistics, gradients summed in the wire format of the
 //! precision mode (fp16 sums carry the loss scale and can overflow, as on GPUs).
 
+pub mod auto;
 pub mod bn_stats;
 pub mod exchange;
 pub mod replica;
@@ -96,6 +97,11 @@ impl Ranks {
     /// The all-reduce segments.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// Replaces the all-reduce segments (e.g. by those a checkpoint was made with).
+    pub fn set_segments(&mut self, segments: Vec<Segment>) {
+        self.segments = segments;
     }
 
     /// All-reduce calls one step makes (fusion buckets over all segments).

@@ -1,9 +1,9 @@
 //! `jizhi-tune bench <what>`: measurements of the system's own parts. Each prints progress and
 //! its figures, and ends with one line holding a JSON object of them (for scripts and comparisons).
 
-mod overlap;
 pub mod allreduce;
 pub mod fusion;
+mod overlap;
 mod store;
 pub mod train;
 

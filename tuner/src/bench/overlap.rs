@@ -64,19 +64,19 @@ pub fn run(args: &BenchOverlapArgs) -> Result<()> {
         segments: Segments::Count(1),
         ..base.clone()
     };
-    let segmented = TrainConfig {
+    let (segmented, resolved) = jizhi_trainer::pinned_segments(&TrainConfig {
         segments: split,
         ..base
-    };
-    let resolved = jizhi_trainer::resolved_segments(&segmented)?;
+    })?;
     eprintln!(
-        "bench overlap: proxy batch {} {} on {} ranks, {threads} thread(s); one segment vs {} ({} segments at tensors {:?})",
+        "bench overlap: proxy batch {} {} on {} ranks, {threads} thread(s); one segment vs {} ({} segments at tensors {:?}, fused under {} bytes)",
         args.batch,
         args.precision,
         args.ranks,
         args.segments,
-        resolved.len() + 1,
-        resolved
+        resolved.splits.len() + 1,
+        resolved.splits,
+        resolved.threshold
     );
     let (mut one, mut split_secs) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
@@ -105,7 +105,8 @@ pub fn run(args: &BenchOverlapArgs) -> Result<()> {
         "precision": args.precision,
         "threads": threads,
         "segments": args.segments,
-        "split_points": resolved,
+        "split_points": resolved.splits,
+        "segmented_threshold_bytes": resolved.threshold,
         "secs_one_segment": m1,
         "secs_segmented": m2,
         "speedup": m1 / m2,

@@ -47,7 +47,8 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut cfg = TrainConfig::proxy_default(&args.data_dir);
-    cfg.model = jizhi_trainer::ModelKind::parse(&args.model).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    cfg.model = jizhi_trainer::ModelKind::parse(&args.model)
+        .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
     cfg.batch = args.batch;
     cfg.threads = threads;
     cfg.precision = crate::trial::precision(&args.precision)?;
@@ -58,6 +59,8 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     };
     cfg.peak_lr = 0.01;
     args.ranks.apply(&mut cfg)?;
+    // an `auto` split is resolved once, so warm-up and timed steps use the same one
+    let (cfg, segmentation) = jizhi_trainer::pinned_segments(&cfg)?;
     eprintln!(
         "bench train: {} batch {} {} {}, {threads} thread(s), {} rank(s), segments {}, {} warm-up + {} timed steps",
         args.model, args.batch, args.precision, args.optimizer, cfg.ranks, cfg.segments, args.warmup, args.steps
@@ -77,7 +80,9 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         "threads": threads,
         "ranks": cfg.ranks,
         "segments": cfg.segments.to_string(),
-        "allreduce_calls_per_step": jizhi_trainer::allreduce_calls_per_step(&cfg)?,
+        "allreduce_calls_per_step": jizhi_trainer::allreduce_calls_per_step(&cfg, &segmentation),
+        "split_points": segmentation.splits,
+        "fusion_threshold_bytes": segmentation.threshold,
         "steps": args.steps,
     });
     println!("{record}");
