@@ -23,10 +23,19 @@ fn refused(name: &str, text: &str, line: usize, key: &str) {
         let (_, stderr) = texts(&out);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let location = format!("{}:{line}:", file.display());
-        assert!(stderr.contains(&location), "{name}: expected `{location}` in: {stderr}");
-        assert!(stderr.contains(&format!("`{key}`")), "{name}: expected key `{key}` in: {stderr}");
+        assert!(
+            stderr.contains(&location),
+            "{name}: expected `{location}` in: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("`{key}`")),
+            "{name}: expected key `{key}` in: {stderr}"
+        );
         let created: Vec<_> = std::fs::read_dir(&work).expect("ls").collect();
-        assert!(created.is_empty(), "{name}: something was written: {created:?}");
+        assert!(
+            created.is_empty(),
+            "{name}: something was written: {created:?}"
+        );
     }
 }
 
@@ -37,7 +46,9 @@ fn good() -> String {
 /// `good()` with the first occurrence of `from` replaced, and the 1-based line it lands on.
 fn edit(from: &str, to: &str) -> (String, usize) {
     let text = good();
-    let at = text.find(from).unwrap_or_else(|| panic!("`{from}` not in smoke.toml"));
+    let at = text
+        .find(from)
+        .unwrap_or_else(|| panic!("`{from}` not in smoke.toml"));
     let line = text[..at].matches('\n').count() + 1;
     (text.replacen(from, to, 1), line)
 }
@@ -74,7 +85,10 @@ fn empty_value_list() {
 
 #[test]
 fn zero_epochs() {
-    let (text, line) = edit("[stages.coarse]\npoints = 1\nepochs = 1", "[stages.coarse]\npoints = 1\nepochs = 0");
+    let (text, line) = edit(
+        "[stages.coarse]\npoints = 1\nepochs = 1",
+        "[stages.coarse]\npoints = 1\nepochs = 0",
+    );
     refused("zero-epochs", &text, line + 2, "stages.coarse.epochs");
 }
 
@@ -96,8 +110,15 @@ fn shipped_spaces_plan_cleanly() {
             continue;
         }
         assert!(out.status.success(), "{name}: {stderr}");
-        assert!(stdout.contains("stage coarse") && stdout.contains("stage refine"), "{stdout}");
-        let scaling = if name == "smoke.toml" { "16K → 768" } else { "64K → 3072" };
+        assert!(
+            stdout.contains("stage coarse") && stdout.contains("stage refine"),
+            "{stdout}"
+        );
+        let scaling = if name == "smoke.toml" {
+            "16K → 768"
+        } else {
+            "64K → 3072"
+        };
         assert!(stdout.contains(scaling), "{stdout}");
     }
 }
@@ -116,8 +137,14 @@ fn missing_data_set_says_how_to_install_it() {
         .arg("--headless"));
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("apt-get install dataset-fashion-mnist"), "{stderr}");
-    assert!(stderr.contains(&empty.display().to_string()), "the message names the folder: {stderr}");
+    assert!(
+        stderr.contains("apt-get install dataset-fashion-mnist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&empty.display().to_string()),
+        "the message names the folder: {stderr}"
+    );
     let created: Vec<_> = std::fs::read_dir(&work).expect("ls").collect();
     assert!(created.is_empty(), "something was written: {created:?}");
 }

@@ -1,7 +1,7 @@
 //! One function per command: validate the input fully, then act.
 
 use crate::cli::{Cli, Command, ExportFormat, RunArgs};
-use crate::plan::{self, DataPlan, Stage};
+use crate::plan::{self, DataPlan};
 use crate::space::{self, SearchSpace, SpaceError};
 use crate::study::{self, RunPlan, Start};
 use crate::{drift, format, report, strategy};
@@ -34,7 +34,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Store(command)) => crate::store_cmd::run(&command),
         Some(Command::Bench(command)) => crate::bench::run(&command),
         None => {
-            let space = cli.space.context("a search-space file is required (see --help)")?;
+            let space = cli
+                .space
+                .context("a search-space file is required (see --help)")?;
             run(&space, &cli.run)
         }
     }
@@ -79,11 +81,18 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     if args.max_concurrent == Some(0) {
         bail!(BadInput("--max-concurrent must be at least 1".into()));
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let store_dir = args.store.clone().unwrap_or_else(|| study::default_store_dir(&space));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let store_dir = args
+        .store
+        .clone()
+        .unwrap_or_else(|| study::default_store_dir(&space));
     let seed = args.seed.unwrap_or(space.study.seed);
     let plan = RunPlan {
-        max_concurrent: args.max_concurrent.unwrap_or((cores / args.threads_per_trial).max(1)),
+        max_concurrent: args
+            .max_concurrent
+            .unwrap_or((cores / args.threads_per_trial).max(1)),
         threads: args.threads_per_trial,
         space,
         data,
@@ -101,34 +110,48 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
 
 fn plan_command(path: &Path) -> Result<()> {
     let (space, data) = load_runnable(path)?;
-    println!("study {} ({} parameters searched)", space.study.name, space.params.len());
+    println!(
+        "study {} ({} parameters searched)",
+        space.study.name,
+        space.params.len()
+    );
     println!("{}", data.describe(&space));
     println!("searched parameters (coarse grid values):");
     for p in &space.params {
-        let values: Vec<String> = strategy::coarse_values(p).iter().map(|v| v.to_string()).collect();
+        let values: Vec<String> = strategy::coarse_values(p)
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         println!("  {:<22} {}", p.name, values.join(", "));
     }
     for (name, value) in &space.fixed {
         println!("  {:<22} fixed at {value}", name);
     }
-    let coarse = study::coarse_specs(&space, &data);
-    let refine = space.batches.len() * space.stages.refine_points as usize;
     let mut total = 0.0;
-    for (stage, trials) in [(Stage::Coarse, coarse.len()), (Stage::Refine, refine)] {
-        let (epochs, fraction) = plan::fidelity(&space, stage);
-        let images = plan::trial_images(&space, &data, stage) * trials as f64;
+    for (step, trials) in strategy::outline(&space) {
+        let (epochs, fraction) = plan::fidelity(&space, step.stage);
+        let images = plan::trial_images(&space, &data, step.stage) * trials as f64;
         total += images;
+        let at = if space.search.ladder {
+            let b: Vec<String> = step.batches.iter().map(|&b| format::batch(b)).collect();
+            format!(" at {}", b.join(", "))
+        } else {
+            String::new()
+        };
         println!(
-            "stage {:<6}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
-            stage.as_str(),
+            "stage {:<8}{at}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
+            step.stage.as_str(),
             trials,
-            trials / space.batches.len().max(1),
+            trials / step.batches.len().max(1),
             epochs,
             format::percent(fraction),
             images / 1e6
         );
     }
-    println!("total budget: {:.2} M training images (plus one evaluation per epoch)", total / 1e6);
+    println!(
+        "total budget: {:.2} M training images (plus one evaluation per epoch)",
+        total / 1e6
+    );
     Ok(())
 }
 
@@ -139,7 +162,10 @@ fn open_existing(target: &Path) -> Result<(Store, Option<SearchSpace>)> {
     }
     let store = Store::open(&dir)?;
     let space = match store.study()? {
-        Some(study) => Some(space::parse(&dir.join("<stored search space>"), &study.space_text)?),
+        Some(study) => Some(space::parse(
+            &dir.join("<stored search space>"),
+            &study.space_text,
+        )?),
         None => None,
     };
     Ok((store, space))
@@ -160,7 +186,9 @@ fn show(target: &Path) -> Result<()> {
 fn dashboard(target: &Path) -> Result<()> {
     let (store, space) = match open_existing(target) {
         Err(e) => {
-            if let Some(jizhi_store::StoreError::Locked { dir, pid, .. }) = e.downcast_ref::<jizhi_store::StoreError>() {
+            if let Some(jizhi_store::StoreError::Locked { dir, pid, .. }) =
+                e.downcast_ref::<jizhi_store::StoreError>()
+            {
                 bail!(
                     "the study in {} is running in process {pid}: its dashboard is in the terminal that started it \
                      (or its progress lines, if it runs headless); `jizhi-tune dashboard` shows a study that is \
@@ -177,7 +205,8 @@ fn dashboard(target: &Path) -> Result<()> {
     let trials = store.trials()?;
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!(BadInput(
-            "`jizhi-tune dashboard` needs a terminal; `jizhi-tune show` prints the study as text".into()
+            "`jizhi-tune dashboard` needs a terminal; `jizhi-tune show` prints the study as text"
+                .into()
         ));
     }
     // Let go of the store before showing it, so the study can be resumed meanwhile.

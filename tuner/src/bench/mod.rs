@@ -2,6 +2,7 @@
 //! its figures, and ends with one line holding a JSON object of them (for scripts and comparisons).
 
 mod store;
+mod strategy;
 pub mod train;
 
 use anyhow::Result;
@@ -18,6 +19,11 @@ pub enum BenchCommand {
     #[command(after_help = "Examples:\n  jizhi-tune bench train\n  \
         jizhi-tune bench train --batch 3072 --precision fp16 --threads 2")]
     Train(train::BenchTrainArgs),
+    /// The search strategy on synthetic problems: median regret against random search and TPE.
+    #[command(after_help = "Examples:\n  jizhi-tune bench strategy\n  \
+        jizhi-tune bench strategy --seeds 5\n  \
+        bench/strategy_vs_tpe.sh                 adds Optuna's TPE to the table")]
+    Strategy(strategy::BenchStrategyArgs),
 }
 
 /// Runs a benchmark.
@@ -25,6 +31,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Train(args) => train::run(args),
+        BenchCommand::Strategy(args) => strategy::run(args),
     }
 }
 
