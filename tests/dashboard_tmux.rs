@@ -19,21 +19,9 @@ struct Tmux {
 impl Tmux {
     /// Starts `command` in a `width` × `height` pane; the pane stays after it exits.
     fn start(dir: &Path, width: u16, height: u16, command: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: dir.join("tmux.sock"),
-        };
+        let tmux = Tmux { socket: dir.join("tmux.sock") };
         let shell = format!("{command}; echo EXIT=$?; sleep 600");
-        let out = tmux.cmd(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            &shell,
-        ]);
+        let out = tmux.cmd(&["new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), &shell]);
         assert!(
             out.status.success(),
             "could not start tmux (install it: apt-get install tmux): {}",
@@ -44,13 +32,8 @@ impl Tmux {
 
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         let mut c = Command::new("tmux");
-        c.arg("-S")
-            .arg(&self.socket)
-            .args(["-f", "/dev/null"])
-            .args(args);
-        c.env_remove("TMUX")
-            .env_remove("COLORTERM")
-            .env_remove("JIZHI_TUI_COLORS");
+        c.arg("-S").arg(&self.socket).args(["-f", "/dev/null"]).args(args);
+        c.env_remove("TMUX").env_remove("COLORTERM").env_remove("JIZHI_TUI_COLORS");
         match c.output() {
             Ok(o) => o,
             Err(e) => panic!("tmux is needed for this test (apt-get install tmux): {e}"),
@@ -101,12 +84,8 @@ fn row(screen: &str, id: u64) -> String {
     screen
         .lines()
         .find(|l| {
-            let inner = l
-                .trim_start_matches('│')
-                .trim_start_matches('▶')
-                .trim_start();
-            inner.split_whitespace().next() == Some(&id.to_string())
-                && (inner.contains("coarse") || inner.contains("refine"))
+            let inner = l.trim_start_matches('│').trim_start_matches('▶').trim_start();
+            inner.split_whitespace().next() == Some(&id.to_string()) && (inner.contains("coarse") || inner.contains("refine"))
         })
         .unwrap_or_default()
         .to_string()
@@ -177,23 +156,12 @@ fn curve_markers(screen: &str) -> Vec<u8> {
         }
         rows
     };
-    let top = text
-        .iter()
-        .position(|l| l.contains("accuracy curves"))
-        .unwrap_or(0);
-    let bottom = text
-        .iter()
-        .position(|l| l.contains(" trials · "))
-        .unwrap_or(text.len());
-    let right = text[top]
-        .find("┐┌")
-        .map(|b| text[top][..b].chars().count())
-        .unwrap_or(usize::MAX);
+    let top = text.iter().position(|l| l.contains("accuracy curves")).unwrap_or(0);
+    let bottom = text.iter().position(|l| l.contains(" trials · ")).unwrap_or(text.len());
+    let right = text[top].find("┐┌").map(|b| text[top][..b].chars().count()).unwrap_or(usize::MAX);
     cells
         .iter()
-        .filter(|&&(y, x, c, _)| {
-            y > top && y < bottom && x < right && c == '◆' && !text[y].contains(" best ")
-        })
+        .filter(|&&(y, x, c, _)| y > top && y < bottom && x < right && c == '◆' && !text[y].contains(" best "))
         .filter_map(|&(_, _, _, fg)| fg)
         .collect()
 }
@@ -213,9 +181,7 @@ fn dashboard_keys_work_on_a_real_search() {
         store.display()
     );
     let t = Tmux::start(tmp.path(), 120, 40, &command);
-    t.wait("the dashboard", 30, |s| {
-        s.contains("accuracy curves") && row(s, 1).contains("running")
-    });
+    t.wait("the dashboard", 30, |s| s.contains("accuracy curves") && row(s, 1).contains("running"));
 
     // The store belongs to the running tuner: `dashboard` says who has it.
     let locked = run(bin().arg("dashboard").arg(&store));
@@ -229,22 +195,14 @@ fn dashboard_keys_work_on_a_real_search() {
     t.wait("trial 1 to finish", 90, |s| row(s, 1).contains("finished"));
     std::thread::sleep(Duration::from_secs(2));
     let s = t.screen(false);
-    assert!(
-        row(&s, 2).contains("queued"),
-        "paused, yet trial 2 started:\n{s}"
-    );
+    assert!(row(&s, 2).contains("queued"), "paused, yet trial 2 started:\n{s}");
     assert!(s.contains("0 running"), "{s}");
     t.keys(&["p"]);
-    t.wait("trial 2 to start after resuming", 10, |s| {
-        row(s, 2).contains("running")
-    });
+    t.wait("trial 2 to start after resuming", 10, |s| row(s, 2).contains("running"));
     let s = t.wait("trial 2 to finish", 90, |s| row(s, 2).contains("finished"));
 
     // Curves for every batch size: the legend names each one's best, the chart draws it in its colour.
-    assert!(
-        s.contains("◆ 8K→384 best") && s.contains("◆ 16K→768 best"),
-        "{s}"
-    );
+    assert!(s.contains("◆ 8K→384 best") && s.contains("◆ 16K→768 best"), "{s}");
     let markers = curve_markers(&t.screen(true));
     assert!(
         markers.contains(&FIRST_BATCH) && markers.contains(&SECOND_BATCH),
@@ -258,44 +216,27 @@ fn dashboard_keys_work_on_a_real_search() {
     t.keys(&["Down", "Down", "k"]);
     t.wait("trial 3 to stop", 15, |s| row(s, 3).contains("stopped"));
     t.keys(&["Enter"]);
-    t.wait("the detail of trial 3", 5, |s| {
-        s.contains("trial 3 · refine · 8K (runs 384) · stopped") && s.contains("stopped by user")
-    });
+    t.wait("the detail of trial 3", 5, |s| s.contains("trial 3 · refine · 8K (runs 384) · stopped") && s.contains("stopped by user"));
     t.keys(&["Escape"]);
 
     // s sorts, / filters, ? helps.
     t.keys(&["s", "s", "s", "s"]);
-    t.wait("the sort by accuracy", 5, |s| {
-        s.contains("sort top-1 ▼") && s.contains("top-1▼")
-    });
+    t.wait("the sort by accuracy", 5, |s| s.contains("sort top-1 ▼") && s.contains("top-1▼"));
     t.keys(&["/", "refine", "Enter"]);
     let s = t.wait("the filter", 5, |s| s.contains("filter `refine`"));
-    assert!(
-        row(&s, 1).is_empty() && row(&s, 2).is_empty() && !row(&s, 3).is_empty(),
-        "{s}"
-    );
+    assert!(row(&s, 1).is_empty() && row(&s, 2).is_empty() && !row(&s, 3).is_empty(), "{s}");
     t.keys(&["Escape", "?"]);
-    t.wait("the help", 5, |s| {
-        s.contains(" keys ") && s.contains("pause / resume new trials")
-    });
+    t.wait("the help", 5, |s| s.contains(" keys ") && s.contains("pause / resume new trials"));
     t.keys(&["Escape"]);
 
     // q, then h: the dashboard closes and the paused search goes on headless to its end.
-    assert!(
-        row(&t.screen(false), 4).contains("queued"),
-        "paused: trial 4 waits"
-    );
+    assert!(row(&t.screen(false), 4).contains("queued"), "paused: trial 4 waits");
     t.keys(&["q"]);
     t.wait("the quit question", 5, |s| s.contains("Quit how?"));
     t.keys(&["h"]);
-    t.wait("progress lines", 10, |s| {
-        s.contains("the search goes on headless")
-    });
+    t.wait("progress lines", 10, |s| s.contains("the search goes on headless"));
     let s = t.wait("the end of the search", 90, |s| s.contains("EXIT="));
-    assert!(
-        s.contains("EXIT=0") && s.contains("study smoke done"),
-        "{s}"
-    );
+    assert!(s.contains("EXIT=0") && s.contains("study smoke done"), "{s}");
     assert!(
         s.contains("trial 4 started") && s.contains("trial 4 finished"),
         "progress lines went on after the dashboard closed:\n{s}"
@@ -304,11 +245,7 @@ fn dashboard_keys_work_on_a_real_search() {
 
     let trials = export(&store);
     let status: Vec<&str> = trials.iter().filter_map(|t| t["status"].as_str()).collect();
-    assert_eq!(
-        status,
-        ["finished", "finished", "failed", "finished"],
-        "{trials:#?}"
-    );
+    assert_eq!(status, ["finished", "finished", "failed", "finished"], "{trials:#?}");
     assert_eq!(trials[2]["error"], "stopped by user");
 }
 
@@ -317,24 +254,11 @@ fn quit_and_stop_leaves_a_store_that_resumes_at_80x24() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = tmp.path().join("store");
     let exe = env!("CARGO_BIN_EXE_jizhi-tune");
-    let command = format!(
-        "{exe} {} --store {} --max-concurrent 2",
-        space("smoke.toml").display(),
-        store.display()
-    );
+    let command = format!("{exe} {} --store {} --max-concurrent 2", space("smoke.toml").display(), store.display());
     let t = Tmux::start(tmp.path(), 80, 24, &command);
-    let s = t.wait("both coarse trials to run", 30, |s| {
-        row(s, 1).contains("running") && row(s, 2).contains("running")
-    });
+    let s = t.wait("both coarse trials to run", 30, |s| row(s, 1).contains("running") && row(s, 2).contains("running"));
     // At 80×24 every panel is there.
-    for part in [
-        "jizhi-tune",
-        "progress",
-        "accuracy curves",
-        "accuracy vs batch size",
-        "trials · 2 shown",
-        "? help",
-    ] {
+    for part in ["jizhi-tune", "progress", "accuracy curves", "accuracy vs batch size", "trials · 2 shown", "? help"] {
         assert!(s.contains(part), "`{part}` missing at 80×24:\n{s}");
     }
     t.keys(&["q", "s"]);
@@ -343,24 +267,12 @@ fn quit_and_stop_leaves_a_store_that_resumes_at_80x24() {
     assert!(s.contains("--store"), "the resume command is shown:\n{s}");
     drop(t);
     let trials = export(&store);
-    assert!(
-        trials.iter().all(|t| t["status"] == "planned"),
-        "stopped trials wait to rerun: {trials:#?}"
-    );
-    assert!(trials
-        .iter()
-        .all(|t| t["epochs"].as_array().is_some_and(|e| e.is_empty())));
+    assert!(trials.iter().all(|t| t["status"] == "planned"), "stopped trials wait to rerun: {trials:#?}");
+    assert!(trials.iter().all(|t| t["epochs"].as_array().is_some_and(|e| e.is_empty())));
 
     // The stored study opens read-only; q closes it at once.
-    let t = Tmux::start(
-        tmp.path(),
-        80,
-        24,
-        &format!("{exe} dashboard {}", store.display()),
-    );
-    t.wait("the stored study", 15, |s| {
-        s.contains("not running") && row(s, 1).contains("queued")
-    });
+    let t = Tmux::start(tmp.path(), 80, 24, &format!("{exe} dashboard {}", store.display()));
+    t.wait("the stored study", 15, |s| s.contains("not running") && row(s, 1).contains("queued"));
     t.keys(&["p"]);
     t.wait("the read-only notice", 5, |s| s.contains("read-only view"));
     t.keys(&["q"]);
@@ -368,15 +280,9 @@ fn quit_and_stop_leaves_a_store_that_resumes_at_80x24() {
     drop(t);
 
     // Resuming runs the stopped trials to the end.
-    let out = run(bin()
-        .arg(space("smoke.toml"))
-        .args(["--headless", "--store"])
-        .arg(&store));
+    let out = run(bin().arg(space("smoke.toml")).args(["--headless", "--store"]).arg(&store));
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("resuming") && stdout.contains("trial 1 started"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("resuming") && stdout.contains("trial 1 started"), "{stdout}");
     assert!(export(&store).iter().all(|t| t["status"] == "finished"));
 }

@@ -32,11 +32,7 @@ enum Moment {
     /// This long after it started.
     After(Duration),
     /// `then` after its `nth` output line containing `pattern`.
-    OnLine {
-        pattern: &'static str,
-        nth: usize,
-        then: Duration,
-    },
+    OnLine { pattern: &'static str, nth: usize, then: Duration },
     /// Never: the run goes to its end.
     Never,
 }
@@ -124,10 +120,7 @@ fn run_until(store: &Path, moment: &Moment, ctx: &str) -> RunOutcome {
         );
     }
     if matches!(moment, Moment::Never) {
-        assert!(
-            completed,
-            "{ctx}: an uninterrupted run did not finish ({status})\n{stderr_text}"
-        );
+        assert!(completed, "{ctx}: an uninterrupted run did not finish ({status})\n{stderr_text}");
     }
     RunOutcome { lines, completed }
 }
@@ -143,29 +136,18 @@ fn snapshot(store: &Path, ctx: &str) -> BTreeMap<u64, Value> {
     if out.status.code() == Some(2) && stderr.contains("no study store") {
         return BTreeMap::new();
     }
-    assert!(
-        out.status.success() && report.contains("verdict: intact"),
-        "{ctx}: store check after a kill:\n{report}\n{stderr}"
-    );
+    assert!(out.status.success() && report.contains("verdict: intact"), "{ctx}: store check after a kill:\n{report}\n{stderr}");
     let out = run(bin().args(["export", "--format", "json"]).arg(store));
     let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "{ctx}: export failed after a kill: {stderr}"
-    );
+    assert!(out.status.success(), "{ctx}: export failed after a kill: {stderr}");
     let trials: Vec<Value> = match serde_json::from_str(&stdout) {
         Ok(Value::Array(a)) => a,
         other => panic!("{ctx}: export is not a JSON array: {other:?}"),
     };
     let mut by_id = BTreeMap::new();
     for t in trials {
-        let id = t["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{ctx}: trial without id: {t}"));
-        assert!(
-            by_id.insert(id, t).is_none(),
-            "{ctx}: trial {id} appears twice in the export"
-        );
+        let id = t["id"].as_u64().unwrap_or_else(|| panic!("{ctx}: trial without id: {t}"));
+        assert!(by_id.insert(id, t).is_none(), "{ctx}: trial {id} appears twice in the export");
     }
     by_id
 }
@@ -197,9 +179,7 @@ fn check(
     ctx: &str,
 ) {
     for (id, old) in before.iter().filter(|(_, t)| t["status"] == "finished") {
-        let new = now
-            .get(id)
-            .unwrap_or_else(|| panic!("{ctx}: finished trial {id} was lost"));
+        let new = now.get(id).unwrap_or_else(|| panic!("{ctx}: finished trial {id} was lost"));
         assert_eq!(new, old, "{ctx}: finished trial {id} changed");
         let started = format!("trial {id} started");
         assert!(
@@ -209,21 +189,12 @@ fn check(
         );
     }
     for (id, t) in now {
-        let want = reference
-            .get(id)
-            .unwrap_or_else(|| panic!("{ctx}: trial {id} is not in the uninterrupted plan: {t}"));
+        let want = reference.get(id).unwrap_or_else(|| panic!("{ctx}: trial {id} is not in the uninterrupted plan: {t}"));
         for key in ["stage", "batch", "proxy_batch", "params"] {
-            assert_eq!(
-                t[key], want[key],
-                "{ctx}: trial {id} has another {key} than in the uninterrupted run"
-            );
+            assert_eq!(t[key], want[key], "{ctx}: trial {id} has another {key} than in the uninterrupted run");
         }
         if t["status"] == "finished" {
-            assert_eq!(
-                masked(t),
-                masked(want),
-                "{ctx}: trial {id} finished with other results than uninterrupted"
-            );
+            assert_eq!(masked(t), masked(want), "{ctx}: trial {id} finished with other results than uninterrupted");
         }
     }
 }
@@ -235,11 +206,7 @@ fn pick(rng: &mut ChaCha8Rng, full_run: Duration) -> Moment {
         Moment::After(Duration::from_millis(ms))
     } else {
         let pattern = ["started", "epoch", "finished"][rng.random_range(0..3)];
-        Moment::OnLine {
-            pattern,
-            nth: rng.random_range(1..=3),
-            then: Duration::from_millis(rng.random_range(0..=30)),
-        }
+        Moment::OnLine { pattern, nth: rng.random_range(1..=3), then: Duration::from_millis(rng.random_range(0..=30)) }
     }
 }
 
@@ -252,10 +219,7 @@ fn random_sigkills_lose_nothing_and_change_nothing() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
     };
-    let want_kills: usize = std::env::var("JIZHI_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_KILLS);
+    let want_kills: usize = std::env::var("JIZHI_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_KILLS);
     eprintln!("kill test: seed {seed} (replay with JIZHI_KILL_SEED={seed}), {want_kills} kills");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -267,19 +231,9 @@ fn random_sigkills_lose_nothing_and_change_nothing() {
     let full = run_until(&reference_store, &Moment::Never, &ctx);
     let full_run = start.elapsed();
     let reference = snapshot(&reference_store, &ctx);
-    assert_eq!(
-        reference.len(),
-        6,
-        "{ctx}: the kill search plans 4 coarse + 2 refine trials"
-    );
-    assert!(
-        reference.values().all(|t| t["status"] == "finished"),
-        "{ctx}: {reference:#?}"
-    );
-    assert!(
-        full.lines.iter().any(|l| l.contains("trial 6 finished")),
-        "{ctx}"
-    );
+    assert_eq!(reference.len(), 6, "{ctx}: the kill search plans 4 coarse + 2 refine trials");
+    assert!(reference.values().all(|t| t["status"] == "finished"), "{ctx}: {reference:#?}");
+    assert!(full.lines.iter().any(|l| l.contains("trial 6 finished")), "{ctx}");
 
     let mut kills = 0;
     let mut round = 0;
@@ -289,11 +243,7 @@ fn random_sigkills_lose_nothing_and_change_nothing() {
         let store = tmp.path().join(format!("round-{round}"));
         let mut before = BTreeMap::new();
         loop {
-            let moment = if kills < want_kills {
-                pick(&mut rng, full_run)
-            } else {
-                Moment::Never
-            };
+            let moment = if kills < want_kills { pick(&mut rng, full_run) } else { Moment::Never };
             let ctx = format!("seed {seed} (replay with JIZHI_KILL_SEED={seed}), round {round}, kill {}, {moment:?}", kills + 1);
             let outcome = run_until(&store, &moment, &ctx);
             let now = snapshot(&store, &ctx);
@@ -301,10 +251,7 @@ fn random_sigkills_lose_nothing_and_change_nothing() {
             if outcome.completed {
                 let got: Vec<Value> = now.values().map(masked).collect();
                 let want: Vec<Value> = reference.values().map(masked).collect();
-                assert_eq!(
-                    got, want,
-                    "{ctx}: the resumed search ended differently from the uninterrupted one"
-                );
+                assert_eq!(got, want, "{ctx}: the resumed search ended differently from the uninterrupted one");
                 break;
             }
             kills += 1;

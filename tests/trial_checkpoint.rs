@@ -8,32 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 const TRIAL: [&str; 19] = [
-    "trial",
-    "--batch",
-    "512",
-    "--epochs",
-    "3",
-    "--data-fraction",
-    "0.05",
-    "--optimizer",
-    "lars",
-    "--lr",
-    "2",
-    "--precision",
-    "fp16",
-    "--threads",
-    "1",
-    "--seed",
-    "5",
-    "--warmup-epochs=0.5",
-    "--augment",
+    "trial", "--batch", "512", "--epochs", "3", "--data-fraction", "0.05", "--optimizer", "lars", "--lr", "2",
+    "--precision", "fp16", "--threads", "1", "--seed", "5", "--warmup-epochs=0.5", "--augment",
 ];
 
 fn lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
 }
 
 /// The line without its timing fields (which differ run to run).
@@ -67,8 +47,7 @@ fn killed_trial_resumes_from_its_checkpoint_bit_identically() {
         .expect("start the trial");
     let mut first = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        first
-            .push(serde_json::from_str::<serde_json::Value>(&line.expect("a line")).expect("JSON"));
+        first.push(serde_json::from_str::<serde_json::Value>(&line.expect("a line")).expect("JSON"));
         if first.len() == 2 {
             break;
         }
@@ -81,28 +60,14 @@ fn killed_trial_resumes_from_its_checkpoint_bit_identically() {
     let (out, err) = texts(&resumed);
     assert!(resumed.status.success(), "{err}");
     let resumed = lines(&out);
-    assert_eq!(
-        resumed.len(),
-        4,
-        "the resumed run reports every epoch and the final line: {out}"
-    );
-    assert_eq!(
-        &resumed[..2],
-        &first[..],
-        "the epochs from the checkpoint are reported as they were"
-    );
+    assert_eq!(resumed.len(), 4, "the resumed run reports every epoch and the final line: {out}");
+    assert_eq!(&resumed[..2], &first[..], "the epochs from the checkpoint are reported as they were");
     let resumed: Vec<serde_json::Value> = resumed.iter().map(untimed).collect();
     let expected: Vec<serde_json::Value> = straight.iter().map(untimed).collect();
-    assert_eq!(
-        resumed, expected,
-        "the resumed run differs from the uninterrupted one"
-    );
+    assert_eq!(resumed, expected, "the resumed run differs from the uninterrupted one");
 
     // A checkpoint of another configuration is refused, not silently resumed.
-    let other_lr: Vec<&str> = TRIAL
-        .iter()
-        .map(|&a| if a == "2" { "1" } else { a })
-        .collect();
+    let other_lr: Vec<&str> = TRIAL.iter().map(|&a| if a == "2" { "1" } else { a }).collect();
     let other = run(bin().args(other_lr).arg("--checkpoint").arg(&ckpt));
     let (_, err) = texts(&other);
     assert!(!other.status.success());

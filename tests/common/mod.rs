@@ -14,9 +14,7 @@ pub fn bin() -> Command {
 
 /// A file of the shipped `search-spaces/` folder.
 pub fn space(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../search-spaces")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../search-spaces").join(name)
 }
 
 /// Runs a command and returns its output, panicking with its stderr if it could not start.
@@ -29,10 +27,7 @@ pub fn run(c: &mut Command) -> Output {
 
 /// Text of stdout and stderr.
 pub fn texts(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// The JSON export of a store.

@@ -67,16 +67,12 @@ pub struct RunArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one trial and print one JSON object per line (per epoch, then a final record).
-    #[command(
-        after_help = "Example:\n  jizhi-tune trial --batch 256 --epochs 2 --lr 0.1 --optimizer sgd"
-    )]
+    #[command(after_help = "Example:\n  jizhi-tune trial --batch 256 --epochs 2 --lr 0.1 --optimizer sgd")]
     Trial(TrialArgs),
     /// Export every trial with its parameters, status and per-epoch metrics.
-    #[command(
-        after_help = "Examples:\n  jizhi-tune export runs/smoke --format json > trials.json\n  \
+    #[command(after_help = "Examples:\n  jizhi-tune export runs/smoke --format json > trials.json\n  \
         jizhi-tune export search-spaces/smoke.toml --format csv          one row per epoch\n  \
-        jizhi-tune export search-spaces/smoke.toml --format csv-trials   one row per trial"
-    )]
+        jizhi-tune export search-spaces/smoke.toml --format csv-trials   one row per trial")]
     Export {
         /// A store folder or the study's search-space file.
         #[arg(value_name = "STORE|SPACE.toml")]
@@ -101,10 +97,8 @@ pub enum Command {
         target: PathBuf,
     },
     /// Show the dashboard of a study that is not running (read from its store).
-    #[command(
-        after_help = "Example:\n  jizhi-tune dashboard search-spaces/alexnet64k.toml\n\n\
-        A running study shows its dashboard in the terminal that started it."
-    )]
+    #[command(after_help = "Example:\n  jizhi-tune dashboard search-spaces/alexnet64k.toml\n\n\
+        A running study shows its dashboard in the terminal that started it.")]
     Dashboard {
         /// A store folder or the study's search-space file.
         #[arg(value_name = "STORE|SPACE.toml")]

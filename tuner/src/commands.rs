@@ -34,9 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Store(command)) => crate::store_cmd::run(&command),
         Some(Command::Bench(command)) => crate::bench::run(&command),
         None => {
-            let space = cli
-                .space
-                .context("a search-space file is required (see --help)")?;
+            let space = cli.space.context("a search-space file is required (see --help)")?;
             run(&space, &cli.run)
         }
     }
@@ -81,18 +79,11 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     if args.max_concurrent == Some(0) {
         bail!(BadInput("--max-concurrent must be at least 1".into()));
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let store_dir = args
-        .store
-        .clone()
-        .unwrap_or_else(|| study::default_store_dir(&space));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let store_dir = args.store.clone().unwrap_or_else(|| study::default_store_dir(&space));
     let seed = args.seed.unwrap_or(space.study.seed);
     let plan = RunPlan {
-        max_concurrent: args
-            .max_concurrent
-            .unwrap_or((cores / args.threads_per_trial).max(1)),
+        max_concurrent: args.max_concurrent.unwrap_or((cores / args.threads_per_trial).max(1)),
         threads: args.threads_per_trial,
         space,
         data,
@@ -110,18 +101,11 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
 
 fn plan_command(path: &Path) -> Result<()> {
     let (space, data) = load_runnable(path)?;
-    println!(
-        "study {} ({} parameters searched)",
-        space.study.name,
-        space.params.len()
-    );
+    println!("study {} ({} parameters searched)", space.study.name, space.params.len());
     println!("{}", data.describe(&space));
     println!("searched parameters (coarse grid values):");
     for p in &space.params {
-        let values: Vec<String> = strategy::coarse_values(p)
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
+        let values: Vec<String> = strategy::coarse_values(p).iter().map(|v| v.to_string()).collect();
         println!("  {:<22} {}", p.name, values.join(", "));
     }
     for (name, value) in &space.fixed {
@@ -148,10 +132,7 @@ fn plan_command(path: &Path) -> Result<()> {
             images / 1e6
         );
     }
-    println!(
-        "total budget: {:.2} M training images (plus one evaluation per epoch)",
-        total / 1e6
-    );
+    println!("total budget: {:.2} M training images (plus one evaluation per epoch)", total / 1e6);
     Ok(())
 }
 
@@ -162,10 +143,7 @@ fn open_existing(target: &Path) -> Result<(Store, Option<SearchSpace>)> {
     }
     let store = Store::open(&dir)?;
     let space = match store.study()? {
-        Some(study) => Some(space::parse(
-            &dir.join("<stored search space>"),
-            &study.space_text,
-        )?),
+        Some(study) => Some(space::parse(&dir.join("<stored search space>"), &study.space_text)?),
         None => None,
     };
     Ok((store, space))
@@ -186,9 +164,7 @@ fn show(target: &Path) -> Result<()> {
 fn dashboard(target: &Path) -> Result<()> {
     let (store, space) = match open_existing(target) {
         Err(e) => {
-            if let Some(jizhi_store::StoreError::Locked { dir, pid, .. }) =
-                e.downcast_ref::<jizhi_store::StoreError>()
-            {
+            if let Some(jizhi_store::StoreError::Locked { dir, pid, .. }) = e.downcast_ref::<jizhi_store::StoreError>() {
                 bail!(
                     "the study in {} is running in process {pid}: its dashboard is in the terminal that started it \
                      (or its progress lines, if it runs headless); `jizhi-tune dashboard` shows a study that is \
@@ -205,8 +181,7 @@ fn dashboard(target: &Path) -> Result<()> {
     let trials = store.trials()?;
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!(BadInput(
-            "`jizhi-tune dashboard` needs a terminal; `jizhi-tune show` prints the study as text"
-                .into()
+            "`jizhi-tune dashboard` needs a terminal; `jizhi-tune show` prints the study as text".into()
         ));
     }
     // Let go of the store before showing it, so the study can be resumed meanwhile.

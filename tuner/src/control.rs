@@ -47,10 +47,7 @@ impl Controls {
 
     /// Requests come over `rx`.
     pub fn new(rx: mpsc::UnboundedReceiver<Control>) -> Self {
-        Controls {
-            rx: Some(rx),
-            ..Self::default()
-        }
+        Controls { rx: Some(rx), ..Self::default() }
     }
 
     /// True when no new trial may start now.
@@ -153,10 +150,7 @@ mod tests {
         let mut c = Controls::new(rx);
         tx.send(Control::Pause).expect("send");
         drop(tx);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
             assert_eq!(c.recv().await, Control::Pause);
             assert_eq!(c.recv().await, Control::Resume);

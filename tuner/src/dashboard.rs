@@ -10,9 +10,7 @@ use crate::space::{Objective, SearchSpace};
 use crate::study::RunPlan;
 use anyhow::Result;
 use jizhi_store::{Store, TrialRecord, TrialStatus};
-use jizhi_tui::{
-    BackendInfo, Baseline, BatchSize, Command, DashEvent, DataInfo, Exit, StageInfo, StudyInfo,
-};
+use jizhi_tui::{BackendInfo, BatchSize, Baseline, Command, DashEvent, DataInfo, Exit, StageInfo, StudyInfo};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -32,50 +30,32 @@ struct Live {
 /// controls) when the plan asks for it, else lines and no controls.
 pub fn start(run: &RunPlan, store: &Store, progress: Progress) -> Result<(Output, Controls)> {
     if !run.dashboard {
-        return Ok((
-            Output {
-                progress,
-                live: None,
-            },
-            Controls::none(),
-        ));
+        return Ok((Output { progress, live: None }, Controls::none()));
     }
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let info = study_info(
-        &run.space,
-        &run.data,
-        Some((run.max_concurrent, run.threads)),
-    );
+    let info = study_info(&run.space, &run.data, Some((run.max_concurrent, run.threads)));
     let trials = store.trials()?;
     let (events, inbox) = mpsc::channel();
     let resume = control_tx.clone();
-    let thread = std::thread::Builder::new()
-        .name("dashboard".into())
-        .spawn(move || {
-            let exit = jizhi_tui::run_live(info, trials, inbox, move |command| {
-                let _ = control_tx.send(match command {
-                    Command::Pause => Control::Pause,
-                    Command::Resume => Control::Resume,
-                    Command::StopTrial(id) => Control::StopTrial(id),
-                    Command::StopSearch => Control::StopSearch,
-                });
+    let thread = std::thread::Builder::new().name("dashboard".into()).spawn(move || {
+        let exit = jizhi_tui::run_live(info, trials, inbox, move |command| {
+            let _ = control_tx.send(match command {
+                Command::Pause => Control::Pause,
+                Command::Resume => Control::Resume,
+                Command::StopTrial(id) => Control::StopTrial(id),
+                Command::StopSearch => Control::StopSearch,
             });
-            // Said at once (the next trial event may be minutes away). The inbox is closed by now,
-            // so the run, which prints nothing while the dashboard is open, notices it on its next
-            // event; only then may a paused search go on.
-            if let Ok(Exit::Detached) = exit {
-                println!("dashboard closed: the search goes on headless, one line per trial event");
-                let _ = resume.send(Control::Resume);
-            }
-            exit
-        })?;
-    Ok((
-        Output {
-            progress,
-            live: Some(Live { events, thread }),
-        },
-        Controls::new(control_rx),
-    ))
+        });
+        // Said at once (the next trial event may be minutes away). The inbox is closed by now,
+        // so the run, which prints nothing while the dashboard is open, notices it on its next
+        // event; only then may a paused search go on.
+        if let Ok(Exit::Detached) = exit {
+            println!("dashboard closed: the search goes on headless, one line per trial event");
+            let _ = resume.send(Control::Resume);
+        }
+        exit
+    })?;
+    Ok((Output { progress, live: Some(Live { events, thread }) }, Controls::new(control_rx)))
 }
 
 impl Output {
@@ -88,15 +68,8 @@ impl Output {
     pub fn stage(&mut self, stage: Stage, total: usize, jobs: &[Job], text: String) {
         self.check_dashboard();
         let name = stage.as_str().to_string();
-        let stage = DashEvent::Stage {
-            name,
-            trials: total,
-            to_run: jobs.len(),
-        };
-        let sent = self
-            .live
-            .as_ref()
-            .is_some_and(|l| l.events.send(stage).is_ok());
+        let stage = DashEvent::Stage { name, trials: total, to_run: jobs.len() };
+        let sent = self.live.as_ref().is_some_and(|l| l.events.send(stage).is_ok());
         let Some(live) = self.live.as_ref().filter(|_| sent) else {
             self.close_dashboard();
             println!("{text}");
@@ -139,11 +112,7 @@ impl Output {
     fn send_progress(&self) {
         if let Some(live) = &self.live {
             let (done, planned) = self.progress.trials();
-            let _ = live.events.send(DashEvent::Progress {
-                done,
-                planned,
-                eta_secs: self.progress.eta_secs(),
-            });
+            let _ = live.events.send(DashEvent::Progress { done, planned, eta_secs: self.progress.eta_secs() });
         }
     }
 
@@ -173,15 +142,9 @@ impl Output {
     /// that ran to its end, stays until the user closes it.
     pub fn finish(mut self, stopped: bool) -> Result<()> {
         self.check_dashboard();
-        let Some(live) = self.live.take() else {
-            return Ok(());
-        };
+        let Some(live) = self.live.take() else { return Ok(()) };
         self.send_progress_to(&live);
-        let _ = live.events.send(if stopped {
-            DashEvent::Stopped
-        } else {
-            DashEvent::Done
-        });
+        let _ = live.events.send(if stopped { DashEvent::Stopped } else { DashEvent::Done });
         let joined = live.thread.join();
         drop(live.events);
         match joined {
@@ -193,11 +156,7 @@ impl Output {
 
     fn send_progress_to(&self, live: &Live) {
         let (done, planned) = self.progress.trials();
-        let _ = live.events.send(DashEvent::Progress {
-            done,
-            planned,
-            eta_secs: self.progress.eta_secs(),
-        });
+        let _ = live.events.send(DashEvent::Progress { done, planned, eta_secs: self.progress.eta_secs() });
     }
 }
 
@@ -215,12 +174,7 @@ impl Drop for Output {
 pub fn resume_hint(run: &RunPlan, trials: &[TrialRecord]) -> String {
     let ended = trials
         .iter()
-        .filter(|t| {
-            matches!(
-                t.status,
-                TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged
-            )
-        })
+        .filter(|t| matches!(t.status, TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Diverged))
         .count();
     format!(
         "search stopped: {ended} trial(s) ended are kept in {}; the others run when you resume with\n  jizhi-tune {} --store {}",
@@ -231,38 +185,18 @@ pub fn resume_hint(run: &RunPlan, trials: &[TrialRecord]) -> String {
 }
 
 /// The header facts of a study; `concurrency` (trials at once, threads each) for a running one.
-pub fn study_info(
-    space: &SearchSpace,
-    data: &DataPlan,
-    concurrency: Option<(usize, usize)>,
-) -> StudyInfo {
-    let batches: Vec<BatchSize> = space
-        .batches
-        .iter()
-        .map(|&b| BatchSize {
-            nominal: b,
-            proxy: data.proxy_batch(b),
-        })
-        .collect();
+pub fn study_info(space: &SearchSpace, data: &DataPlan, concurrency: Option<(usize, usize)>) -> StudyInfo {
+    let batches: Vec<BatchSize> =
+        space.batches.iter().map(|&b| BatchSize { nominal: b, proxy: data.proxy_batch(b) }).collect();
     let stages = crate::strategy::outline(space)
         .into_iter()
         .map(|(step, trials)| {
             let (epochs, data_fraction) = plan::fidelity(space, step.stage);
-            StageInfo {
-                name: step.stage.as_str().into(),
-                trials,
-                epochs,
-                data_fraction,
-            }
+            StageInfo { name: step.stage.as_str().into(), trials, epochs, data_fraction }
         })
         .collect();
     // Every trial trains as one data-parallel rank on the CPU in this version.
-    let backend = BackendInfo {
-        device: "CPU".into(),
-        nominal_ranks: space.trainer.ranks,
-        ranks_per_trial: 1,
-        concurrency,
-    };
+    let backend = BackendInfo { device: "CPU".into(), nominal_ranks: space.trainer.ranks, ranks_per_trial: 1, concurrency };
     StudyInfo {
         name: space.study.name.clone(),
         objective: match space.study.objective {
@@ -272,10 +206,7 @@ pub fn study_info(
         target_top1: space.study.target_top1,
         baseline: space.study.baseline_top1.map(|top1| Baseline {
             top1,
-            batch: space.study.baseline_batch.map(|b| BatchSize {
-                nominal: b,
-                proxy: data.proxy_batch(b),
-            }),
+            batch: space.study.baseline_batch.map(|b| BatchSize { nominal: b, proxy: data.proxy_batch(b) }),
         }),
         backend,
         data: DataInfo {

@@ -86,17 +86,11 @@ pub fn compare(old_text: &str, old_seed: u64, new_text: &str, new_seed: u64) -> 
         _ => Vec::new(),
     };
     let seed_listed = out.iter().any(|d| match d {
-        Difference::Changed { key, old, new } => {
-            key == "study.seed" && *old == old_seed.to_string() && *new == new_seed.to_string()
-        }
+        Difference::Changed { key, old, new } => key == "study.seed" && *old == old_seed.to_string() && *new == new_seed.to_string(),
         _ => false,
     });
     if old_seed != new_seed && !seed_listed {
-        out.push(Difference::Changed {
-            key: "seed of the run (--seed or study.seed)".into(),
-            old: old_seed.to_string(),
-            new: new_seed.to_string(),
-        });
+        out.push(Difference::Changed { key: "seed of the run (--seed or study.seed)".into(), old: old_seed.to_string(), new: new_seed.to_string() });
     }
     out
 }
@@ -106,23 +100,13 @@ fn diff_maps(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> 
     for (key, o) in old {
         match new.get(key) {
             Some(n) if n == o => {}
-            Some(n) => out.push(Difference::Changed {
-                key: key.clone(),
-                old: o.clone(),
-                new: n.clone(),
-            }),
-            None => out.push(Difference::Removed {
-                key: key.clone(),
-                old: o.clone(),
-            }),
+            Some(n) => out.push(Difference::Changed { key: key.clone(), old: o.clone(), new: n.clone() }),
+            None => out.push(Difference::Removed { key: key.clone(), old: o.clone() }),
         }
     }
     for (key, n) in new {
         if !old.contains_key(key) {
-            out.push(Difference::Added {
-                key: key.clone(),
-                new: n.clone(),
-            });
+            out.push(Difference::Added { key: key.clone(), new: n.clone() });
         }
     }
     out.sort_by(|a, b| key_of(a).cmp(key_of(b)));
@@ -131,9 +115,7 @@ fn diff_maps(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> 
 
 fn key_of(d: &Difference) -> &str {
     match d {
-        Difference::Changed { key, .. }
-        | Difference::Added { key, .. }
-        | Difference::Removed { key, .. } => key,
+        Difference::Changed { key, .. } | Difference::Added { key, .. } | Difference::Removed { key, .. } => key,
     }
 }
 
@@ -149,11 +131,7 @@ fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 walk(&key, v, out);
             }
         }
@@ -177,10 +155,7 @@ mod tests {
 
     #[test]
     fn changes_are_listed_key_by_key() {
-        let changed = SPACE
-            .replace("max = 4.0", "max = 8.0")
-            .replace("[8192, 16384]", "[8192]")
-            .replace("min = 0.25\n", "")
+        let changed = SPACE.replace("max = 4.0", "max = 8.0").replace("[8192, 16384]", "[8192]").replace("min = 0.25\n", "")
             + "[params.warmup_epochs]\nmin = 0.0\n";
         let d = compare(SPACE, 7, &changed, 7);
         let text: Vec<String> = d.iter().map(|d| d.to_string()).collect();
@@ -199,15 +174,9 @@ mod tests {
     fn a_seed_given_on_the_command_line_counts() {
         let d = compare(SPACE, 7, SPACE, 8);
         assert_eq!(d.len(), 1);
-        assert_eq!(
-            d[0].to_string(),
-            "seed of the run (--seed or study.seed): 7 -> 8"
-        );
+        assert_eq!(d[0].to_string(), "seed of the run (--seed or study.seed): 7 -> 8");
         // A seed changed in the file is listed once, under its key.
         let d = compare(SPACE, 7, &SPACE.replace("seed = 7", "seed = 8"), 8);
-        assert_eq!(
-            d.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-            ["study.seed: 7 -> 8"]
-        );
+        assert_eq!(d.iter().map(|d| d.to_string()).collect::<Vec<_>>(), ["study.seed: 7 -> 8"]);
     }
 }

@@ -14,15 +14,11 @@ use std::path::{Path, PathBuf};
 pub fn fork_dir(from: &Path, name: &str) -> Result<PathBuf> {
     let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
     if !plain {
-        bail!(BadInput(format!(
-            "--fork: `{name}` must be a plain folder name (no slashes)"
-        )));
+        bail!(BadInput(format!("--fork: `{name}` must be a plain folder name (no slashes)")));
     }
     let dir = from.parent().unwrap_or(Path::new("")).join(name);
     if dir == from {
-        bail!(BadInput(format!(
-            "--fork: `{name}` is the study's own store; give the fork another name"
-        )));
+        bail!(BadInput(format!("--fork: `{name}` is the study's own store; give the fork another name")));
     }
     Ok(dir)
 }
@@ -33,17 +29,9 @@ pub fn open_fork(from: &Path, name: &str, study: StudyRecord) -> Result<(Store, 
     let dir = fork_dir(from, name)?;
     if Store::exists(&dir) {
         let refuse = |stored: &StudyRecord| -> Result<()> {
-            let differences = drift::compare(
-                &stored.space_text,
-                stored.seed,
-                &study.space_text,
-                study.seed,
-            );
+            let differences = drift::compare(&stored.space_text, stored.seed, &study.space_text, study.seed);
             if !differences.is_empty() {
-                bail!(drift::Refused {
-                    store: dir.clone(),
-                    differences
-                });
+                bail!(drift::Refused { store: dir.clone(), differences });
             }
             Ok(())
         };
@@ -58,16 +46,10 @@ pub fn open_fork(from: &Path, name: &str, study: StudyRecord) -> Result<(Store, 
         return Ok((store, dir));
     }
     if !Store::exists(from) {
-        bail!(BadInput(format!(
-            "--fork: there is no study at {} to fork",
-            from.display()
-        )));
+        bail!(BadInput(format!("--fork: there is no study at {} to fork", from.display())));
     }
     let parent = Store::open(from)?;
-    let parent_name = parent
-        .study()?
-        .map(|s| s.name)
-        .unwrap_or_else(|| "(unnamed)".into());
+    let parent_name = parent.study()?.map(|s| s.name).unwrap_or_else(|| "(unnamed)".into());
     let trials = parent.trials()?;
     let mut commands = parent.commands()?;
     let mut changes = vec![Change::Study(study)];
@@ -80,10 +62,7 @@ pub fn open_fork(from: &Path, name: &str, study: StudyRecord) -> Result<(Store, 
         unix_ms: unix_ms(),
         trial_id: None,
         kind: "forked".into(),
-        detail: format!(
-            "from study {parent_name} in {}: {inherited} trials inherited",
-            from.display()
-        ),
+        detail: format!("from study {parent_name} in {}: {inherited} trials inherited", from.display()),
     }));
     let store = Store::open(&dir)?;
     store.apply_all(changes)?;
@@ -112,13 +91,7 @@ impl Reusable {
         let map = store
             .inherited()?
             .into_iter()
-            .filter(|t| {
-                !t.command.is_empty()
-                    && matches!(
-                        t.trial.status,
-                        TrialStatus::Finished | TrialStatus::Diverged
-                    )
-            })
+            .filter(|t| !t.command.is_empty() && matches!(t.trial.status, TrialStatus::Finished | TrialStatus::Diverged))
             .map(|t| (t.command.clone(), t))
             .collect();
         Ok(Reusable(map))
@@ -126,15 +99,8 @@ impl Reusable {
 
     /// Records `planned` as done with the result of the inherited trial run with `args`, if there
     /// is one; returns the parent's trial id.
-    pub fn take(
-        &self,
-        store: &Store,
-        planned: &TrialRecord,
-        args: &[String],
-    ) -> Result<Option<u64>> {
-        let Some(parent) = self.0.get(args) else {
-            return Ok(None);
-        };
+    pub fn take(&self, store: &Store, planned: &TrialRecord, args: &[String]) -> Result<Option<u64>> {
+        let Some(parent) = self.0.get(args) else { return Ok(None) };
         let mut record = planned.clone();
         record.status = parent.trial.status;
         record.attempts = parent.trial.attempts;
@@ -142,25 +108,13 @@ impl Reusable {
         record.final_val_top1 = parent.trial.final_val_top1;
         record.wall_secs = parent.trial.wall_secs;
         record.epochs = Vec::new();
-        let mut changes = vec![
-            Change::Command {
-                trial: record.id,
-                args: args.to_vec(),
-            },
-            Change::Trial(record.clone()),
-        ];
-        changes.extend(parent.trial.epochs.iter().map(|m| Change::Epoch {
-            trial: record.id,
-            metrics: m.clone(),
-        }));
+        let mut changes = vec![Change::Command { trial: record.id, args: args.to_vec() }, Change::Trial(record.clone())];
+        changes.extend(parent.trial.epochs.iter().map(|m| Change::Epoch { trial: record.id, metrics: m.clone() }));
         changes.push(Change::Event(Event {
             unix_ms: unix_ms(),
             trial_id: Some(record.id),
             kind: "reused".into(),
-            detail: format!(
-                "result of inherited trial {} (same trial command)",
-                parent.trial.id
-            ),
+            detail: format!("result of inherited trial {} (same trial command)", parent.trial.id),
         }));
         store.apply_all(changes)?;
         Ok(Some(parent.trial.id))

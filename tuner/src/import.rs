@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// Options of `jizhi-tune import`.
 #[derive(Debug, Args, Clone)]
-#[command(
-    after_help = "Example:\n  jizhi-tune export runs/smoke --format json > smoke.json\n  \
+#[command(after_help = "Example:\n  jizhi-tune export runs/smoke --format json > smoke.json\n  \
     jizhi-tune import smoke.json --store /data/runs/smoke\n  \
-    jizhi-tune search-spaces/smoke.toml --store /data/runs/smoke      resumes it"
-)]
+    jizhi-tune search-spaces/smoke.toml --store /data/runs/smoke      resumes it")]
 pub struct ImportArgs {
     /// A file written by `jizhi-tune export --format json`.
     #[arg(value_name = "EXPORT.json")]
@@ -56,8 +54,7 @@ fn status(word: &str) -> Option<TrialStatus> {
 
 /// Reads and checks an export file into trial records.
 fn read(file: &Path) -> Result<Vec<TrialRecord>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows: Vec<ExportedTrial> = serde_json::from_str(&text).map_err(|e| {
         BadInput(format!(
             "{}:{}:{}: not a jizhi-tune JSON export: {e}",
@@ -70,19 +67,10 @@ fn read(file: &Path) -> Result<Vec<TrialRecord>> {
     let mut trials = Vec::with_capacity(rows.len());
     for row in rows {
         if !seen.insert(row.id) {
-            bail!(BadInput(format!(
-                "{}: trial {} appears twice",
-                file.display(),
-                row.id
-            )));
+            bail!(BadInput(format!("{}: trial {} appears twice", file.display(), row.id)));
         }
         let Some(status) = status(&row.status) else {
-            bail!(BadInput(format!(
-                "{}: trial {}: unknown status `{}`",
-                file.display(),
-                row.id,
-                row.status
-            )));
+            bail!(BadInput(format!("{}: trial {}: unknown status `{}`", file.display(), row.id, row.status)));
         };
         trials.push(TrialRecord {
             id: row.id,
@@ -117,11 +105,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         let metrics = std::mem::take(&mut trial.epochs);
         let id = trial.id;
         changes.push(Change::Trial(trial));
-        changes.extend(
-            metrics
-                .into_iter()
-                .map(|metrics| Change::Epoch { trial: id, metrics }),
-        );
+        changes.extend(metrics.into_iter().map(|metrics| Change::Epoch { trial: id, metrics }));
     }
     changes.push(Change::Event(Event {
         unix_ms: std::time::SystemTime::now()

@@ -57,8 +57,7 @@ impl Progress {
     /// Seconds of work left at this run's rate so far, once there is a rate.
     pub fn eta_secs(&self) -> Option<f64> {
         let elapsed = self.started.elapsed().as_secs_f64();
-        (self.images_this_run > 0.0)
-            .then(|| self.remaining_images / (self.images_this_run / elapsed))
+        (self.images_this_run > 0.0).then(|| self.remaining_images / (self.images_this_run / elapsed))
     }
 
     /// Trials ended and trials planned so far.
@@ -87,17 +86,8 @@ impl Progress {
     /// The progress line of an event (and updates the tally).
     pub fn line(&mut self, event: &TrialEvent) -> String {
         match event {
-            TrialEvent::Started(r) => format!(
-                "{} trial {} started: {}",
-                self.prefix(),
-                r.id,
-                describe(r, &self.shown)
-            ),
-            TrialEvent::Epoch {
-                record,
-                metrics,
-                of,
-            } => {
+            TrialEvent::Started(r) => format!("{} trial {} started: {}", self.prefix(), r.id, describe(r, &self.shown)),
+            TrialEvent::Epoch { record, metrics, of } => {
                 let images = self.epoch_images.get(&record.id).map_or(0.0, |e| e.0);
                 self.images_this_run += images;
                 self.remaining_images = (self.remaining_images - images).max(0.0);
@@ -130,12 +120,7 @@ impl Progress {
                     _ => format!(
                         "{}: {}",
                         status_word(r.status),
-                        r.error
-                            .as_deref()
-                            .unwrap_or("")
-                            .lines()
-                            .last()
-                            .unwrap_or("")
+                        r.error.as_deref().unwrap_or("").lines().last().unwrap_or("")
                     ),
                 };
                 format!("{} trial {} {}", self.prefix(), r.id, what)
@@ -151,18 +136,10 @@ pub fn describe(r: &TrialRecord, shown: &[String]) -> String {
         .iter()
         .filter(|(k, _)| shown.contains(k))
         .map(|(k, v)| match v {
-            serde_json::Value::Number(n) => {
-                format!("{k}={}", short_number(n.as_f64().unwrap_or(f64::NAN)))
-            }
+            serde_json::Value::Number(n) => format!("{k}={}", short_number(n.as_f64().unwrap_or(f64::NAN))),
             serde_json::Value::String(s) => format!("{k}={s}"),
             other => format!("{k}={other}"),
         })
         .collect();
-    format!(
-        "{} batch {} (runs {}) {}",
-        r.stage,
-        batch(r.batch),
-        r.proxy_batch,
-        params.join(" ")
-    )
+    format!("{} batch {} (runs {}) {}", r.stage, batch(r.batch), r.proxy_batch, params.join(" "))
 }

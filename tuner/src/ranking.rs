@@ -33,10 +33,6 @@ pub fn best_first<'a>(
         .into_iter()
         .filter_map(|t| score(t, objective, target).map(|s| (s, t)))
         .collect();
-    scored.sort_by(|a, b| {
-        b.0.partial_cmp(&a.0)
-            .unwrap_or(Ordering::Equal)
-            .then(a.1.id.cmp(&b.1.id))
-    });
+    scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(a.1.id.cmp(&b.1.id)));
     scored.into_iter().map(|(_, t)| t).collect()
 }

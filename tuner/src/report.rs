@@ -68,10 +68,7 @@ pub fn summary(space: &SearchSpace, data: &DataPlan, trials: &[TrialRecord]) -> 
     let objective = match space.study.objective {
         Objective::MaxValTop1 => "highest final val top-1".to_string(),
         Objective::TimeToTarget => {
-            format!(
-                "least time to {} val top-1",
-                percent(space.study.target_top1.unwrap_or(0.0))
-            )
+            format!("least time to {} val top-1", percent(space.study.target_top1.unwrap_or(0.0)))
         }
     };
     let _ = writeln!(out, "best configuration per batch size ({objective}):");
@@ -175,11 +172,7 @@ fn csv_header(lead: &str, names: &std::collections::BTreeSet<&String>, tail: &st
 /// The per-trial CSV export: one row per trial with its outcome and parameters.
 pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
     let names = param_names(trials);
-    let mut out = csv_header(
-        "id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs",
-        &names,
-        "error",
-    );
+    let mut out = csv_header("id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs", &names, "error");
     for t in trials {
         let _ = write!(
             out,
@@ -196,9 +189,7 @@ pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
         );
         for n in &names {
             out.push(',');
-            out.push_str(&csv_field(
-                &t.params.get(*n).map(value_text).unwrap_or_default(),
-            ));
+            out.push_str(&csv_field(&t.params.get(*n).map(value_text).unwrap_or_default()));
         }
         let _ = writeln!(out, ",{}", csv_field(t.error.as_deref().unwrap_or("")));
     }
@@ -226,9 +217,7 @@ pub fn export_csv(trials: &[TrialRecord]) -> String {
         );
         for n in &names {
             head.push(',');
-            head.push_str(&csv_field(
-                &t.params.get(*n).map(value_text).unwrap_or_default(),
-            ));
+            head.push_str(&csv_field(&t.params.get(*n).map(value_text).unwrap_or_default()));
         }
         if t.epochs.is_empty() {
             let _ = writeln!(out, "{head},,,,,,,,");
@@ -237,14 +226,7 @@ pub fn export_csv(trials: &[TrialRecord]) -> String {
             let _ = writeln!(
                 out,
                 "{head},{},{},{},{},{},{},{},{}",
-                e.epoch,
-                e.step,
-                e.train_loss,
-                e.val_top1,
-                e.images_per_sec,
-                e.loss_scale,
-                e.skipped_steps,
-                e.wall_secs
+                e.epoch, e.step, e.train_loss, e.val_top1, e.images_per_sec, e.loss_scale, e.skipped_steps, e.wall_secs
             );
         }
     }

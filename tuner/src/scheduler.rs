@@ -103,9 +103,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, jizhi_store::StoreError> + Send + 'static,
 ) -> Result<T> {
     let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .context("store task panicked")??)
+    Ok(tokio::task::spawn_blocking(move || f(&store)).await.context("store task panicked")??)
 }
 
 fn now_ms() -> u64 {
@@ -116,12 +114,7 @@ fn now_ms() -> u64 {
 }
 
 async fn log(store: &Arc<Store>, id: u64, kind: &str, detail: String) -> Result<()> {
-    let event = Event {
-        unix_ms: now_ms(),
-        trial_id: Some(id),
-        kind: kind.into(),
-        detail,
-    };
+    let event = Event { unix_ms: now_ms(), trial_id: Some(id), kind: kind.into(), detail };
     blocking(store, move |s| s.log_event(&event)).await
 }
 
@@ -145,21 +138,11 @@ async fn run_one(
         s.put_trial(&r)
     })
     .await?;
-    log(
-        &store,
-        id,
-        "started",
-        format!("attempt {}", record.attempts),
-    )
-    .await?;
+    log(&store, id, "started", format!("attempt {}", record.attempts)).await?;
     let _ = tx.send(TrialEvent::Started(record.clone()));
 
     let mut command = tokio::process::Command::new(&exe);
-    command
-        .args(&job.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(&job.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     command.kill_on_drop(true);
     die_with_parent(&mut command);
     let outcome = match command.spawn() {
@@ -192,11 +175,7 @@ async fn run_one(
             record.epochs.clear();
         }
     }
-    if let Some(path) = job
-        .checkpoint
-        .as_ref()
-        .filter(|_| crate::study::is_done(record.status))
-    {
+    if let Some(path) = job.checkpoint.as_ref().filter(|_| crate::study::is_done(record.status)) {
         // the outcome is recorded below; a checkpoint could only resume a trial that has ended
         if let Err(e) = std::fs::remove_file(path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -214,11 +193,7 @@ async fn run_one(
     })
     .await?;
     let detail = record.error.clone().unwrap_or_default();
-    let kind = if interrupted {
-        "interrupted"
-    } else {
-        status_word(record.status)
-    };
+    let kind = if interrupted { "interrupted" } else { status_word(record.status) };
     log(&store, id, kind, detail).await?;
     let _ = tx.send(TrialEvent::Ended(record));
     Ok(())
@@ -303,11 +278,7 @@ async fn follow(
                 let (id, m) = (record.id, metrics.clone());
                 blocking(store, move |s| s.put_epoch(id, &m)).await?;
                 record.epochs.push(metrics.clone());
-                let _ = tx.send(TrialEvent::Epoch {
-                    record: record.clone(),
-                    metrics,
-                    of: epochs,
-                });
+                let _ = tx.send(TrialEvent::Epoch { record: record.clone(), metrics, of: epochs });
             }
             Ok(TrialLine::Final(f)) => last = Some(f),
             Err(e) => {
@@ -323,16 +294,8 @@ async fn follow(
         (_, _, _, Some(reason)) => Outcome::Stopped(reason),
         (_, _, Some(bad), None) => Outcome::Failed(bad),
         (ok, _, None, None) => {
-            let how = if ok {
-                "exited without a final record".to_string()
-            } else {
-                format!("exited with {status}")
-            };
-            Outcome::Failed(if stderr_tail.is_empty() {
-                how
-            } else {
-                format!("{how}: {stderr_tail}")
-            })
+            let how = if ok { "exited without a final record".to_string() } else { format!("exited with {status}") };
+            Outcome::Failed(if stderr_tail.is_empty() { how } else { format!("{how}: {stderr_tail}") })
         }
     })
 }

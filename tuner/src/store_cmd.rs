@@ -19,11 +19,9 @@ pub enum StoreCommand {
         target: PathBuf,
     },
     /// Recover every intact trial of a store into a new store; the damaged store is not changed.
-    #[command(
-        after_help = "Example:\n  jizhi-tune store repair runs/alexnet64k --into runs/alexnet64k-repaired\n\n\
+    #[command(after_help = "Example:\n  jizhi-tune store repair runs/alexnet64k --into runs/alexnet64k-repaired\n\n\
         Resume the repaired study with `jizhi-tune SPACE.toml --store NEW`: interrupted and lost\n\
-        trials are planned and run again, finished ones are kept."
-    )]
+        trials are planned and run again, finished ones are kept.")]
     Repair {
         /// The damaged store folder.
         #[arg(value_name = "STORE")]
@@ -71,10 +69,7 @@ fn repair(store: &Path, into: Option<&Path>) -> Result<()> {
         }
     };
     if into.exists() {
-        bail!(BadInput(format!(
-            "{} already exists; name a new folder with --into",
-            into.display()
-        )));
+        bail!(BadInput(format!("{} already exists; name a new folder with --into", into.display())));
     }
     let report = jizhi_store::repair(&dir, &into)?;
     println!("{report}");

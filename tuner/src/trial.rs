@@ -10,10 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 
 /// Dynamic loss scaling as PyTorch's GradScaler starts it: 2^16, doubled after 2000 clean steps.
-pub const DYNAMIC_LOSS_SCALE: LossScale = LossScale::Dynamic {
-    init: 65536.0,
-    growth_interval: 2000,
-};
+pub const DYNAMIC_LOSS_SCALE: LossScale = LossScale::Dynamic { init: 65536.0, growth_interval: 2000 };
 
 /// One line of a trial's stdout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,9 +85,7 @@ impl TrialArgs {
         cfg.loss_scale = match self.loss_scale.as_str() {
             "dynamic" => DYNAMIC_LOSS_SCALE,
             n => LossScale::Static {
-                factor: n.parse().with_context(|| {
-                    format!("--loss-scale: `{n}` is neither a number nor `dynamic`")
-                })?,
+                factor: n.parse().with_context(|| format!("--loss-scale: `{n}` is neither a number nor `dynamic`"))?,
             },
         };
         cfg.fusion_threshold_bytes = self.fusion_threshold_bytes;
@@ -136,10 +131,7 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
             LossScale::Dynamic { .. } => "dynamic".into(),
         },
     );
-    push(
-        "fusion-threshold-bytes",
-        cfg.fusion_threshold_bytes.to_string(),
-    );
+    push("fusion-threshold-bytes", cfg.fusion_threshold_bytes.to_string());
     push("threads", cfg.threads.to_string());
     push("seed", cfg.seed.to_string());
     if let Some(path) = &cfg.checkpoint {
@@ -214,9 +206,7 @@ mod tests {
         let mut argv = vec!["x".to_string()];
         argv.extend(command_line(&cfg));
         let parsed = match Wrapper::try_parse_from(argv) {
-            Ok(Wrapper {
-                cmd: crate::cli::Command::Trial(t),
-            }) => t,
+            Ok(Wrapper { cmd: crate::cli::Command::Trial(t) }) => t,
             other => panic!("not a trial command: {:?}", other.err()),
         };
         let back = match parsed.to_config() {

@@ -81,25 +81,15 @@ pub fn run(args: &StoreBenchArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     let figures = result?;
-    if let (Some(median), Some(p99), Some(mean)) = (
-        figures.record_epoch_us_median,
-        figures.record_epoch_us_p99,
-        figures.record_epoch_us_mean,
-    ) {
+    if let (Some(median), Some(p99), Some(mean)) =
+        (figures.record_epoch_us_median, figures.record_epoch_us_p99, figures.record_epoch_us_mean)
+    {
         println!(
             "record one epoch: median {median:.0} µs, p99 {p99:.0} µs, mean {mean:.0} µs ({} records, each journaled and fsync'd)",
             figures.records_timed
         );
     }
-    if let (
-        Some(median),
-        Some(max),
-        Some(all),
-        Some(rebuild),
-        Some(bytes),
-        Some(journal),
-        Some(index),
-    ) = (
+    if let (Some(median), Some(max), Some(all), Some(rebuild), Some(bytes), Some(journal), Some(index)) = (
         figures.resume_secs,
         figures.resume_secs_max,
         figures.load_all_secs,
@@ -113,12 +103,7 @@ pub fn run(args: &StoreBenchArgs) -> Result<()> {
             figures.trials, figures.epochs_per_trial, figures.resumes
         );
         println!("read every trial with every epoch: {all:.2} s; rebuild a lost index from the journal: {rebuild:.2} s");
-        println!(
-            "on disk: {:.1} MiB ({:.1} MiB journal, {:.1} MiB index)",
-            mib(bytes),
-            mib(journal),
-            mib(index)
-        );
+        println!("on disk: {:.1} MiB ({:.1} MiB journal, {:.1} MiB index)", mib(bytes), mib(journal), mib(index));
     }
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())
@@ -129,20 +114,12 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn measure(args: &StoreBenchArgs, root: &Path) -> Result<Figures> {
-    let record = if args.records > 0 {
-        record_epochs(&root.join("record"), args.records)?
-    } else {
-        Vec::new()
-    };
+    let record = if args.records > 0 { record_epochs(&root.join("record"), args.records)? } else { Vec::new() };
     if let Some(file) = &args.save_samples {
         let text: String = record.iter().map(|us| format!("{us}\n")).collect();
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
-    let big = if args.trials > 0 {
-        Some(big_study(args, &root.join("study"))?)
-    } else {
-        None
-    };
+    let big = if args.trials > 0 { Some(big_study(args, &root.join("study"))?) } else { None };
     let some = |v: f64| (!record.is_empty()).then_some(v);
     Ok(Figures {
         trials: args.trials,
@@ -166,10 +143,7 @@ fn measure(args: &StoreBenchArgs, root: &Path) -> Result<Figures> {
 /// Builds the big study, then times reopening and resuming it, reading it all and rebuilding its index.
 fn big_study(args: &StoreBenchArgs, big: &Path) -> Result<Big> {
     let build_secs = build(big, args.trials, args.epochs)?;
-    let (journal_bytes, index_bytes) = (
-        disk_usage(&big.join("journal")),
-        disk_usage(&big.join("db")),
-    );
+    let (journal_bytes, index_bytes) = (disk_usage(&big.join("journal")), disk_usage(&big.join("db")));
 
     let mut resumes = Vec::new();
     for i in 0..args.resumes.max(1) {
@@ -178,9 +152,7 @@ fn big_study(args: &StoreBenchArgs, big: &Path) -> Result<Big> {
         resumes.push(start.elapsed().as_secs_f64());
         drop(store);
         if i == 0 {
-            println!(
-                "resume: {kept} finished trials kept, {requeued} interrupted trials re-queued"
-            );
+            println!("resume: {kept} finished trials kept, {requeued} interrupted trials re-queued");
         }
     }
     resumes.sort_by(f64::total_cmp);
@@ -189,24 +161,14 @@ fn big_study(args: &StoreBenchArgs, big: &Path) -> Result<Big> {
     let all = Store::open(big)?.trials()?;
     let load_all_secs = start.elapsed().as_secs_f64();
     let epochs_read: usize = all.iter().map(|t| t.epochs.len()).sum();
-    anyhow::ensure!(
-        epochs_read as u64 == args.trials * u64::from(args.epochs),
-        "read back {epochs_read} epochs"
-    );
+    anyhow::ensure!(epochs_read as u64 == args.trials * u64::from(args.epochs), "read back {epochs_read} epochs");
     drop(all);
 
     std::fs::remove_dir_all(big.join("db")).context("removing the index")?;
     let start = Instant::now();
     drop(Store::open(big)?);
     let rebuild_index_secs = start.elapsed().as_secs_f64();
-    Ok(Big {
-        build_secs,
-        resumes,
-        load_all_secs,
-        rebuild_index_secs,
-        journal_bytes,
-        index_bytes,
-    })
+    Ok(Big { build_secs, resumes, load_all_secs, rebuild_index_secs, journal_bytes, index_bytes })
 }
 
 /// Times `n` single epoch records of a running trial, in microseconds, sorted.
@@ -239,10 +201,7 @@ fn build(dir: &Path, trials: u64, epochs: u32) -> Result<f64> {
     while first <= trials {
         let last = (first + step - 1).min(trials);
         store.apply_all((first..=last).flat_map(|id| trial_changes(id, epochs)))?;
-        println!(
-            "  {last}/{trials} trials ({:.1} s)",
-            start.elapsed().as_secs_f64()
-        );
+        println!("  {last}/{trials} trials ({:.1} s)", start.elapsed().as_secs_f64());
         first = last + 1;
     }
     drop(store);
@@ -253,16 +212,11 @@ fn build(dir: &Path, trials: u64, epochs: u32) -> Result<f64> {
 fn resume(dir: &Path) -> Result<(Store, usize, usize)> {
     Store::peek_study(dir)?.context("the benchmark study has no study record")?;
     let store = Store::open(dir)?;
-    store
-        .study()?
-        .context("the benchmark study has no study record")?;
+    store.study()?.context("the benchmark study has no study record")?;
     let records = store.trial_records()?;
     let commands = store.commands()?;
     let inherited = store.inherited()?;
-    anyhow::ensure!(
-        commands.len() == records.len() && inherited.is_empty(),
-        "unexpected benchmark store contents"
-    );
+    anyhow::ensure!(commands.len() == records.len() && inherited.is_empty(), "unexpected benchmark store contents");
     let kept = records.iter().filter(|t| is_done(t.status)).count();
     let requeued = records.len() - kept;
     Ok((store, kept, requeued))
@@ -289,10 +243,7 @@ fn fraction(a: u64, b: u64) -> f64 {
 /// A trial like the tuner writes: 7 parameters; 1 in 100 interrupted, the rest finished.
 fn trial(id: u64, epochs: u32) -> TrialRecord {
     let params: BTreeMap<String, serde_json::Value> = [
-        (
-            "peak_lr",
-            serde_json::json!(0.5 * (1.0 + 15.0 * fraction(id, 1))),
-        ),
+        ("peak_lr", serde_json::json!(0.5 * (1.0 + 15.0 * fraction(id, 1)))),
         ("warmup_epochs", serde_json::json!(0.5)),
         ("loss_scale", serde_json::json!("dynamic")),
         ("fusion_threshold_mib", serde_json::json!(64.0)),
@@ -310,11 +261,7 @@ fn trial(id: u64, epochs: u32) -> TrialRecord {
         batch: [32768, 49152, 65536][(id % 3) as usize],
         proxy_batch: [1536, 2304, 3072][(id % 3) as usize],
         params,
-        status: if finished {
-            TrialStatus::Finished
-        } else {
-            TrialStatus::Running
-        },
+        status: if finished { TrialStatus::Finished } else { TrialStatus::Running },
         attempts: 1,
         error: None,
         final_val_top1: finished.then(|| 0.5 + 0.3 * fraction(id, 2)),
@@ -339,41 +286,20 @@ fn metrics(id: u64, epoch: u32) -> EpochMetrics {
 
 /// Every change the tuner makes for one trial: command, planned, started, epochs, ended.
 fn trial_changes(id: u64, epochs: u32) -> impl Iterator<Item = Change> {
-    let args: Vec<String> = (0..18)
-        .flat_map(|k| {
-            [
-                format!("--option-{k}"),
-                format!("{}", fraction(id, 100 + k)),
-            ]
-        })
-        .collect();
+    let args: Vec<String> = (0..18).flat_map(|k| [format!("--option-{k}"), format!("{}", fraction(id, 100 + k))]).collect();
     let record = trial(id, epochs);
-    let event = |kind: &str| Event {
-        unix_ms: 1_700_000_000_000 + id * 1000,
-        trial_id: Some(id),
-        kind: kind.into(),
-        detail: "attempt 1".into(),
-    };
+    let event = |kind: &str| Event { unix_ms: 1_700_000_000_000 + id * 1000, trial_id: Some(id), kind: kind.into(), detail: "attempt 1".into() };
     let ended = (record.status != TrialStatus::Running).then(|| Change::Event(event("finished")));
-    [
-        Change::Command { trial: id, args },
-        Change::Trial(record),
-        Change::Event(event("started")),
-    ]
-    .into_iter()
-    .chain((1..=epochs).map(move |e| Change::Epoch {
-        trial: id,
-        metrics: metrics(id, e),
-    }))
-    .chain(ended)
+    [Change::Command { trial: id, args }, Change::Trial(record), Change::Event(event("started"))]
+        .into_iter()
+        .chain((1..=epochs).map(move |e| Change::Epoch { trial: id, metrics: metrics(id, e) }))
+        .chain(ended)
 }
 
 /// Bytes a file or folder takes on disk (allocated blocks, as `du` counts them).
 fn disk_usage(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
     if meta.is_dir() {
         std::fs::read_dir(path)
             .map(|entries| entries.flatten().map(|e| disk_usage(&e.path())).sum())

@@ -38,17 +38,12 @@ pub struct BenchTrainArgs {
 /// Runs the benchmark and prints a summary line, then the JSON record.
 pub fn run(args: &BenchTrainArgs) -> Result<()> {
     if args.model != "alexnet-bn-proxy" {
-        bail!(
-            "--model: unknown `{}`, expected alexnet-bn-proxy",
-            args.model
-        );
+        bail!("--model: unknown `{}`, expected alexnet-bn-proxy", args.model);
     }
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut cfg = TrainConfig::proxy_default(&args.data_dir);
     cfg.batch = args.batch;
     cfg.threads = threads;

@@ -7,27 +7,16 @@
 /// 1-based line number of a byte offset.
 pub fn line_of_offset(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The table header (`[a.b]` or `[[a.b]]`) in force at a line, as a dotted path.
 fn header_of(line: &str) -> Option<String> {
     let t = line.trim();
-    let inner = t
-        .strip_prefix("[[")
-        .and_then(|s| s.split("]]").next())
-        .or_else(|| t.strip_prefix('[').and_then(|s| s.split(']').next()))?;
-    Some(
-        inner
-            .split('.')
-            .map(|p| p.trim().trim_matches('"'))
-            .collect::<Vec<_>>()
-            .join("."),
-    )
+    let inner = t.strip_prefix("[[").and_then(|s| s.split("]]").next()).or_else(|| {
+        t.strip_prefix('[').and_then(|s| s.split(']').next())
+    })?;
+    Some(inner.split('.').map(|p| p.trim().trim_matches('"')).collect::<Vec<_>>().join("."))
 }
 
 /// The key written at the start of a `key = value` line, if any.

@@ -1,5 +1,9 @@
 //! Space-filling designs: the whole grid when it is small enough, else a greedy maximin subset.
 
+/// Axes with fewer values than this have no inside worth preferring (with three values, two of
+/// them are faces): the face rule ignores them.
+const FACE_MIN_VALUES: usize = 4;
+
 /// Grids larger than this are sampled (by a seeded stride) before the maximin selection.
 const MAX_CANDIDATES: usize = 20_000;
 
@@ -64,7 +68,7 @@ pub fn maximin(sizes: &[usize], k: usize, start: Option<&[usize]>, seed: u64) ->
         let b = c
             .iter()
             .zip(sizes)
-            .filter(|(_, &n)| n > 1)
+            .filter(|(_, &n)| n >= FACE_MIN_VALUES)
             .map(|(x, _)| x.min(1.0 - x))
             .fold(f64::INFINITY, f64::min);
         if b.is_finite() {
@@ -156,6 +160,16 @@ mod tests {
         let a = maximin(&sizes, 20, None, 3);
         assert_eq!(a.len(), 20);
         assert_eq!(a, maximin(&sizes, 20, None, 3));
+    }
+
+    #[test]
+    fn short_axes_are_spread_too() {
+        // 8 learning rates × 3 warmups: the design must not sit at the middle warmup only.
+        let a = maximin(&[8, 3], 6, None, 0);
+        assert!(
+            a.iter().any(|p| p[1] == 0) && a.iter().any(|p| p[1] == 2),
+            "{a:?}"
+        );
     }
 
     #[test]
