@@ -29,7 +29,7 @@ def main():
                 x = [trial.suggest_float(p["name"], p["min"], p["max"], log=p["log"]) for p in problem["params"]]
                 line = subprocess.check_output([
                     binary, "bench", "strategy", "--evaluate", problem["name"],
-                    "--at", ",".join(repr(v) for v in x), "--seed", str(seed), "--trial", str(trial_id),
+                    "--at=" + ",".join(repr(v) for v in x), "--seed", str(seed), "--trial", str(trial_id),
                 ])
                 value = json.loads(line)
                 study.tell(trial, value["observed"])

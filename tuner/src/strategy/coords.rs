@@ -165,27 +165,6 @@ pub fn from_unit_fine(param: &Param, u: f64) -> ParamValue {
     }
 }
 
-/// The value of `param` at unit coordinate `u` without snapping (ranges) or the nearest (lists).
-pub fn from_unit_exact(param: &Param, u: f64) -> ParamValue {
-    let u = u.clamp(0.0, 1.0);
-    match &param.domain {
-        Domain::Values { .. } => from_unit_fine(param, u),
-        Domain::Range {
-            scale,
-            min,
-            max,
-            integer,
-            ..
-        } => {
-            let v = match scale {
-                Scale::Linear => min + u * (max - min),
-                Scale::Log => min * (max / min).powf(u),
-            };
-            ParamValue::Num(tidy(v.clamp(*min, *max), *integer))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
