@@ -24,7 +24,12 @@ pub struct BenchStrategyArgs {
     #[arg(long, value_name = "PROBLEM")]
     pub evaluate: Option<String>,
     /// The point to evaluate: comma-separated values in the problem's parameter order.
-    #[arg(long, value_name = "X1,X2,...", requires = "evaluate", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "X1,X2,...",
+        requires = "evaluate",
+        allow_hyphen_values = true
+    )]
     pub at: Option<String>,
     /// Seed of the run the evaluated trial belongs to.
     #[arg(long, default_value_t = 0)]

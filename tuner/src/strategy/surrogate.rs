@@ -38,14 +38,13 @@ impl Surface {
         let scale = if var > 1e-24 { var.sqrt() } else { 1.0 };
         let zs: Vec<f64> = ys.iter().map(|y| (y - mean) / scale).collect();
         let mut best: Option<(f64, Vec<f64>, f64)> = None;
-        let consider =
-            |lengths: Vec<f64>, noise: f64, best: &mut Option<(f64, Vec<f64>, f64)>| {
-                if let Some(lml) = log_likelihood(xs, &zs, &lengths, noise) {
-                    if best.as_ref().is_none_or(|(b, _, _)| lml > *b + 1e-9) {
-                        *best = Some((lml, lengths, noise));
-                    }
+        let consider = |lengths: Vec<f64>, noise: f64, best: &mut Option<(f64, Vec<f64>, f64)>| {
+            if let Some(lml) = log_likelihood(xs, &zs, &lengths, noise) {
+                if best.as_ref().is_none_or(|(b, _, _)| lml > *b + 1e-9) {
+                    *best = Some((lml, lengths, noise));
                 }
-            };
+            }
+        };
         for &l in &LENGTHS {
             for &noise in &NOISES {
                 consider(vec![l; dim], noise, &mut best);

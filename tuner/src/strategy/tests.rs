@@ -92,8 +92,8 @@ fn a_resumed_plan_proposes_what_the_uninterrupted_one_did() {
             r.batch = e.batch;
             r.params = e
                 .point
-                .iter()
-                .map(|(k, _)| (k.clone(), serde_json::json!(num(&e.point, k))))
+                .keys()
+                .map(|k| (k.clone(), serde_json::json!(num(&e.point, k))))
                 .collect();
             r
         })
