@@ -154,3 +154,71 @@ fn baseline_out_of_range() {
     let (text, line) = edit("baseline_top1 = 0.8545", "baseline_top1 = 85.45");
     refused("baseline-range", &text, line, "study.baseline_top1");
 }
+
+/// `good()` with `extra` appended, and the 1-based line of its first line.
+fn append(extra: &str) -> (String, usize) {
+    let text = good();
+    let line = text.lines().count() + 1;
+    (format!("{text}{extra}"), line)
+}
+
+#[test]
+fn unknown_group() {
+    let (text, line) = append("\n[search]\ngroups = [\"speed\", \"accuracy\", \"vibes\"]\n");
+    refused("unknown-group", &text, line + 2, "search.groups");
+}
+
+#[test]
+fn group_list_missing_a_parameters_effect() {
+    // loss_scale is a numerics parameter, but only accuracy is listed.
+    let (text, line) = append("\n[search]\ngroups = [\"accuracy\"]\n");
+    refused("missing-group", &text, line + 2, "search.groups");
+}
+
+#[test]
+fn unknown_lr_scaling_rule() {
+    let (text, line) = append("\n[search]\nladder = true\nlr_scaling = \"cubic\"\n");
+    refused("bad-scaling", &text, line + 3, "search.lr_scaling");
+}
+
+#[test]
+fn keep_fraction_out_of_range() {
+    let (text, line) = append("\n[search]\nkeep_fraction = 0.0\n");
+    refused("bad-keep", &text, line + 2, "search.keep_fraction");
+}
+
+#[test]
+fn confirm_with_zero_seeds() {
+    let (text, line) = append("\n[stages.confirm]\ntop = 1\nseeds = 0\n");
+    refused("zero-seeds", &text, line + 3, "stages.confirm.seeds");
+}
+
+#[test]
+fn refine_shrink_above_one() {
+    let (text, line) = edit("[stages.refine]\npoints = 1", "[stages.refine]\nshrink = 1.5\npoints = 1");
+    refused("bad-shrink", &text, line + 1, "stages.refine.shrink");
+}
+
+#[test]
+fn unknown_effect() {
+    let (text, line) = edit("coarse_step = 4.0", "effect = \"colour\"\ncoarse_step = 4.0");
+    refused("bad-effect", &text, line, "params.peak_lr.effect");
+}
+
+#[test]
+fn start_outside_the_range() {
+    let (text, line) = edit("coarse_step = 4.0", "start = 100.0\ncoarse_step = 4.0");
+    refused("bad-start", &text, line, "params.peak_lr.start");
+}
+
+#[test]
+fn condition_on_a_parameter_that_is_not_searched() {
+    let (text, line) = edit("coarse_step = 4.0", "when = { warmup_epochs = [0.5] }\ncoarse_step = 4.0");
+    refused("bad-when", &text, line, "params.peak_lr.when");
+}
+
+#[test]
+fn condition_on_a_value_the_parameter_cannot_take() {
+    let (text, line) = edit("coarse_step = 4.0", "when = { loss_scale = [\"static\"] }\ncoarse_step = 4.0");
+    refused("bad-when-value", &text, line, "params.peak_lr.when");
+}

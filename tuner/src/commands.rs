@@ -1,7 +1,7 @@
 //! One function per command: validate the input fully, then act.
 
 use crate::cli::{Cli, Command, ExportFormat, RunArgs};
-use crate::plan::{self, DataPlan, Stage};
+use crate::plan::{self, DataPlan};
 use crate::space::{self, SearchSpace, SpaceError};
 use crate::study::{self, RunPlan, Start};
 use crate::{drift, format, report, strategy};
@@ -171,18 +171,22 @@ fn plan_command(path: &Path) -> Result<()> {
     for (name, value) in &space.fixed {
         println!("  {:<22} fixed at {value}", name);
     }
-    let coarse = study::coarse_specs(&space, &data);
-    let refine = space.batches.len() * space.stages.refine_points as usize;
     let mut total = 0.0;
-    for (stage, trials) in [(Stage::Coarse, coarse.len()), (Stage::Refine, refine)] {
-        let (epochs, fraction) = plan::fidelity(&space, stage);
-        let images = plan::trial_images(&space, &data, stage) * trials as f64;
+    for (step, trials) in strategy::outline(&space) {
+        let (epochs, fraction) = plan::fidelity(&space, step.stage);
+        let images = plan::trial_images(&space, &data, step.stage) * trials as f64;
         total += images;
+        let at = if space.search.ladder {
+            let b: Vec<String> = step.batches.iter().map(|&b| format::batch(b)).collect();
+            format!(" at {}", b.join(", "))
+        } else {
+            String::new()
+        };
         println!(
-            "stage {:<6}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
-            stage.as_str(),
+            "stage {:<8}{at}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
+            step.stage.as_str(),
             trials,
-            trials / space.batches.len().max(1),
+            trials / step.batches.len().max(1),
             epochs,
             format::percent(fraction),
             images / 1e6

@@ -7,7 +7,7 @@ use crate::plan::{self, DataPlan, Stage};
 use crate::progress::Progress;
 use crate::scheduler::{Job, TrialEvent};
 use crate::space::{Objective, SearchSpace};
-use crate::study::{self, RunPlan};
+use crate::study::RunPlan;
 use anyhow::Result;
 use jizhi_store::{Store, TrialRecord, TrialStatus};
 use jizhi_tui::{
@@ -231,31 +231,14 @@ pub fn resume_hint(run: &RunPlan, trials: &[TrialRecord]) -> String {
 }
 
 /// The header facts of a study; `concurrency` (trials at once, threads each) for a running one.
-pub fn study_info(
-    space: &SearchSpace,
-    data: &DataPlan,
-    concurrency: Option<(usize, usize)>,
-) -> StudyInfo {
-    let batches: Vec<BatchSize> = space
-        .batches
-        .iter()
-        .map(|&b| BatchSize {
-            nominal: b,
-            proxy: data.proxy_batch(b),
-        })
-        .collect();
-    let coarse = study::coarse_specs(space, data).len();
-    let refine = space.batches.len() * space.stages.refine_points as usize;
-    let stages = [(Stage::Coarse, coarse), (Stage::Refine, refine)]
+pub fn study_info(space: &SearchSpace, data: &DataPlan, concurrency: Option<(usize, usize)>) -> StudyInfo {
+    let batches: Vec<BatchSize> =
+        space.batches.iter().map(|&b| BatchSize { nominal: b, proxy: data.proxy_batch(b) }).collect();
+    let stages = crate::strategy::outline(space)
         .into_iter()
-        .map(|(stage, trials)| {
-            let (epochs, data_fraction) = plan::fidelity(space, stage);
-            StageInfo {
-                name: stage.as_str().into(),
-                trials,
-                epochs,
-                data_fraction,
-            }
+        .map(|(step, trials)| {
+            let (epochs, data_fraction) = plan::fidelity(space, step.stage);
+            StageInfo { name: step.stage.as_str().into(), trials, epochs, data_fraction }
         })
         .collect();
     // Every trial trains as one data-parallel rank on the CPU in this version.

@@ -1,7 +1,8 @@
 //! From a validated search space to concrete trials: data set, proxy scaling and trial configs.
 
-use crate::space::{ModelName, ParamValue, SearchSpace};
+use crate::space::{Effect, ModelName, ParamValue, SearchSpace};
 use jizhi_trainer::{LossScale, ModelKind, TrainConfig};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -93,21 +94,28 @@ pub enum PlanError {
     ModelUnsupported(&'static str),
 }
 
-/// The stages of a study, in order.
+/// The kinds of stage of a study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
-    /// Grid on coarse steps at low fidelity.
+    /// Short runs deciding a speed or numerics group.
+    Probe(Effect),
+    /// Grid (or space-filling design) on coarse steps at low fidelity.
     Coarse,
-    /// Around the best coarse points at higher fidelity.
-    Refine,
+    /// Around the best regions at higher fidelity; the round, from 1.
+    Refine(u32),
+    /// The best configurations at full fidelity with extra seeds.
+    Confirm,
 }
 
 impl Stage {
     /// The stage's name in the store and output.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> Cow<'static, str> {
         match self {
-            Stage::Coarse => "coarse",
-            Stage::Refine => "refine",
+            Stage::Probe(e) => Cow::Borrowed(e.as_str()),
+            Stage::Coarse => Cow::Borrowed("coarse"),
+            Stage::Refine(1) => Cow::Borrowed("refine"),
+            Stage::Refine(r) => Cow::Owned(format!("refine-{r}")),
+            Stage::Confirm => Cow::Borrowed("confirm"),
         }
     }
 }
@@ -125,13 +133,18 @@ pub struct TrialSpec {
     pub proxy_batch: u64,
     /// Parameter values.
     pub point: Point,
+    /// Added to the study seed (confirm trials run with extra seeds).
+    pub seed_offset: u64,
 }
 
 /// Epochs and data fraction of a stage.
 pub fn fidelity(space: &SearchSpace, stage: Stage) -> (u32, f64) {
+    let s = &space.stages;
     match stage {
-        Stage::Coarse => (space.stages.coarse_epochs, space.stages.coarse_fraction),
-        Stage::Refine => (space.stages.refine_epochs, space.stages.refine_fraction),
+        Stage::Probe(_) => (s.probe_epochs, s.probe_fraction),
+        Stage::Coarse => (s.coarse_epochs, s.coarse_fraction),
+        Stage::Refine(_) => (s.refine_epochs, s.refine_fraction),
+        Stage::Confirm => (s.confirm_epochs, s.confirm_fraction),
     }
 }
 
@@ -189,7 +202,7 @@ pub fn train_config(
     cfg.fusion_threshold_bytes =
         (num(&spec.point, "fusion_threshold_mib") * 1024.0 * 1024.0).round() as u64;
     cfg.threads = threads;
-    cfg.seed = seed;
+    cfg.seed = seed.wrapping_add(spec.seed_offset);
     Ok(cfg)
 }
 

@@ -1,13 +1,13 @@
 //! Running a study: open its store, plan each stage, run what is not done yet, summarise.
 
-use crate::plan::{self, DataPlan, Point, Stage, TrialSpec};
+use crate::plan::{self, DataPlan, Point, TrialSpec};
 use crate::progress::Progress;
-use crate::ranking::best_first;
 use crate::scheduler::{self, Job};
 use crate::space::{ParamValue, SearchSpace};
-use crate::{drift, fork, report, strategy, trial};
+use crate::strategy::{self, Pruned, StagePlan, Step};
+use crate::{drift, fork, report, trial};
 use anyhow::{bail, Context, Result};
-use jizhi_store::{Store, StudyRecord, TrialRecord, TrialStatus};
+use jizhi_store::{Event, Store, StudyRecord, TrialRecord, TrialStatus};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,20 +54,6 @@ fn params_json(point: &Point) -> BTreeMap<String, serde_json::Value> {
                 ParamValue::Text(s) => serde_json::json!(s),
             };
             (k.clone(), json)
-        })
-        .collect()
-}
-
-fn point_of(record: &TrialRecord) -> Point {
-    record
-        .params
-        .iter()
-        .map(|(k, v)| {
-            let value = match v {
-                serde_json::Value::String(s) => ParamValue::Text(s.clone()),
-                other => ParamValue::Num(other.as_f64().unwrap_or(f64::NAN)),
-            };
-            (k.clone(), value)
         })
         .collect()
 }
@@ -237,11 +223,9 @@ fn reconcile(
             checkpoint: Some(checkpoint),
         });
     }
-    let images = plan::trial_images(
-        &run.space,
-        &run.data,
-        specs.first().map_or(Stage::Coarse, |s| s.stage),
-    );
+    let images = specs
+        .first()
+        .map_or(0.0, |s| plan::trial_images(&run.space, &run.data, s.stage));
     progress.plan(specs.len(), jobs.len(), images);
     Ok(jobs)
 }
@@ -256,52 +240,83 @@ fn checkpoint_path(store_dir: &Path, id: u64) -> PathBuf {
         .join(format!("trial-{id}.ckpt"))
 }
 
-/// The coarse stage's trials: every batch size × every coarse point, ids from 1.
-pub fn coarse_specs(space: &SearchSpace, data: &DataPlan) -> Vec<TrialSpec> {
-    let points = strategy::coarse_points(space);
-    let mut specs = Vec::new();
-    for &batch in &space.batches {
-        for point in &points {
-            specs.push(TrialSpec {
-                id: specs.len() as u64 + 1,
-                stage: Stage::Coarse,
-                batch,
-                proxy_batch: data.proxy_batch(batch),
-                point: point.clone(),
-            });
-        }
-    }
-    specs
+/// The trials of a step's plan, ids from `first_id` in plan order.
+fn specs_of(step: &Step, plan: &StagePlan, data: &DataPlan, first_id: u64) -> Vec<TrialSpec> {
+    plan.proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| TrialSpec {
+            id: first_id + i as u64,
+            stage: step.stage,
+            batch: p.batch,
+            proxy_batch: data.proxy_batch(p.batch),
+            point: p.point.clone(),
+            seed_offset: p.seed_offset,
+        })
+        .collect()
 }
 
-/// The refine stage's trials, derived from the finished coarse trials (in canonical order).
-pub fn refine_specs(
-    space: &SearchSpace,
-    data: &DataPlan,
-    coarse: &[TrialRecord],
-    first_id: u64,
-) -> Vec<TrialSpec> {
-    let mut specs = Vec::new();
-    for &batch in &space.batches {
-        let ranked = best_first(
-            coarse
-                .iter()
-                .filter(|t| t.batch == batch && t.stage == Stage::Coarse.as_str()),
-            space.study.objective,
-            space.study.target_top1,
-        );
-        let best: Vec<Point> = ranked.iter().map(|t| point_of(t)).collect();
-        for point in strategy::refine_points(space, &best) {
-            specs.push(TrialSpec {
-                id: first_id + specs.len() as u64,
-                stage: Stage::Refine,
-                batch,
-                proxy_batch: data.proxy_batch(batch),
-                point,
-            });
-        }
+/// The first step's trials (ids from 1): they depend on nothing but the space.
+pub fn coarse_specs(space: &SearchSpace, data: &DataPlan) -> Vec<TrialSpec> {
+    let Some(step) = strategy::steps(space).into_iter().next() else {
+        return Vec::new();
+    };
+    specs_of(
+        &step,
+        &strategy::plan_step(space, space.study.seed, 0, &[]),
+        data,
+        1,
+    )
+}
+
+/// Kind of the store event that records a trial dropped by successive halving.
+pub const PRUNED_EVENT: &str = "pruned";
+
+/// Records each pruned trial once (with its reason) in the store's event log and says so.
+fn record_pruned(store: &Store, pruned: &[Pruned]) -> Result<()> {
+    if pruned.is_empty() {
+        return Ok(());
     }
-    specs
+    let known: std::collections::BTreeSet<u64> = store
+        .events()?
+        .iter()
+        .filter(|e| e.kind == PRUNED_EVENT)
+        .filter_map(|e| e.trial_id)
+        .collect();
+    for p in pruned.iter().filter(|p| !known.contains(&p.id)) {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        store.log_event(&Event {
+            unix_ms,
+            trial_id: Some(p.id),
+            kind: PRUNED_EVENT.into(),
+            detail: p.reason.clone(),
+        })?;
+        println!("trial {} pruned: {}", p.id, p.reason);
+    }
+    Ok(())
+}
+
+/// The line that opens a stage.
+fn stage_line(run: &RunPlan, step: &Step, planned: usize, to_run: usize) -> String {
+    let (epochs, fraction) = plan::fidelity(&run.space, step.stage);
+    let at = if run.space.search.ladder {
+        let b: Vec<String> = step
+            .batches
+            .iter()
+            .map(|&b| crate::format::batch(b))
+            .collect();
+        format!(" at batch {}", b.join(", "))
+    } else {
+        String::new()
+    };
+    format!(
+        "stage {}{at}: {planned} trials ({to_run} to run), {epochs} epoch(s) on {} of the data",
+        step.stage.as_str(),
+        crate::format::percent(fraction)
+    )
 }
 
 /// Runs (or resumes) a study to its end and prints the summary.
@@ -320,72 +335,98 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
         .build()
         .context("starting the scheduler")?;
 
-    let coarse = coarse_specs(&run.space, &run.data);
-    let refine_planned = run.space.batches.len() * run.space.stages.refine_points as usize;
-    let jobs = reconcile(&run, &store, &coarse, output.progress())?;
-    // The refine stage's size is known before its points are: count its work from the start.
-    output.progress().plan(
-        refine_planned,
-        refine_planned,
-        plan::trial_images(&run.space, &run.data, Stage::Refine),
-    );
-    let text = format!(
-        "stage coarse: {} trials ({} to run), {} epoch(s) on {} of the data",
-        coarse.len(),
-        jobs.len(),
-        run.space.stages.coarse_epochs,
-        crate::format::percent(run.space.stages.coarse_fraction)
-    );
-    output.stage(Stage::Coarse, coarse.len(), &jobs, text);
-    let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
-    runtime.block_on(scheduler::run_jobs(
-        store.clone(),
-        exe.clone(),
-        jobs,
-        run.max_concurrent,
-        &mut controls,
-        on_event,
-    ))?;
-    if controls.stopped() {
-        output.finish(true)?;
-        println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
-        return Ok(());
+    let outline = strategy::outline(&run.space);
+    // The later stages' sizes are known before their points are: count their work from the start.
+    for (step, n) in outline.iter().skip(1) {
+        output.progress().plan(
+            *n,
+            *n,
+            plan::trial_images(&run.space, &run.data, step.stage),
+        );
     }
-
-    let all = store.trials()?;
-    let refine = refine_specs(&run.space, &run.data, &all, coarse.len() as u64 + 1);
-    // reconcile() counts the refine stage again; take back the provisional count first.
-    output.progress().plan_retract(
-        refine_planned,
-        plan::trial_images(&run.space, &run.data, Stage::Refine),
-    );
-    let jobs = reconcile(&run, &store, &refine, output.progress())?;
-    let text = format!(
-        "stage refine: {} trials ({} to run), {} epoch(s) on {} of the data",
-        refine.len(),
-        jobs.len(),
-        run.space.stages.refine_epochs,
-        crate::format::percent(run.space.stages.refine_fraction)
-    );
-    output.stage(Stage::Refine, refine.len(), &jobs, text);
-    let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
-    runtime.block_on(scheduler::run_jobs(
-        store.clone(),
-        exe,
-        jobs,
-        run.max_concurrent,
-        &mut controls,
-        on_event,
-    ))?;
-    let stopped = controls.stopped();
-    output.finish(stopped)?;
-    if stopped {
-        println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
-        return Ok(());
+    let mut first_id = 1;
+    for (index, (step, estimate)) in outline.iter().enumerate() {
+        if index > 0 {
+            // reconcile() counts the stage again; take back the provisional count first.
+            output.progress().plan_retract(
+                *estimate,
+                plan::trial_images(&run.space, &run.data, step.stage),
+            );
+        }
+        // Only the trials of earlier stages, in id order: the plan never sees completion order.
+        let prior: Vec<TrialRecord> = store
+            .trials()?
+            .into_iter()
+            .filter(|t| t.id < first_id)
+            .collect();
+        let stage_plan = strategy::plan_step(&run.space, run.seed, index, &prior);
+        record_pruned(&store, &stage_plan.pruned)?;
+        let specs = specs_of(step, &stage_plan, &run.data, first_id);
+        let jobs = reconcile(&run, &store, &specs, output.progress())?;
+        let text = stage_line(&run, step, specs.len(), jobs.len());
+        output.stage(step.stage, specs.len(), &jobs, text);
+        let on_event = &mut |e: &scheduler::TrialEvent| output.event(e);
+        runtime.block_on(scheduler::run_jobs(
+            store.clone(),
+            exe.clone(),
+            jobs,
+            run.max_concurrent,
+            &mut controls,
+            on_event,
+        ))?;
+        if controls.stopped() {
+            output.finish(true)?;
+            println!("{}", crate::dashboard::resume_hint(&run, &store.trials()?));
+            return Ok(());
+        }
+        first_id += specs.len() as u64;
     }
+    output.finish(false)?;
 
     let trials = store.trials()?;
     print!("{}", report::summary(&run.space, &run.data, &trials));
+    print!("{}", confirm_summary(&run.space, &trials));
+    let pruned = store
+        .events()?
+        .iter()
+        .filter(|e| e.kind == PRUNED_EVENT)
+        .count();
+    if pruned > 0 {
+        println!(
+            "{pruned} trial(s) dropped by successive halving (reasons in the store's event log)"
+        );
+    }
     println!("store: {}", run.store_dir.display());
     Ok(())
+}
+
+/// Mean ± standard deviation of every confirmed configuration, per batch size.
+pub fn confirm_summary(space: &SearchSpace, trials: &[TrialRecord]) -> String {
+    use std::fmt::Write;
+    let confirmed = strategy::confirm::confirmed(trials, &space.batches);
+    let mut out = String::new();
+    if confirmed.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "confirmed at full fidelity (final val top-1, mean ± std over seeds):"
+    );
+    for c in confirmed {
+        let params: Vec<String> = space
+            .params
+            .iter()
+            .filter_map(|p| c.point.get(&p.name).map(|v| format!("{}={v}", p.name)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  batch {:>4}: {:.2}% ± {:.2}% over {} seed(s)  {}",
+            crate::format::batch(c.batch),
+            100.0 * c.mean(),
+            100.0 * c.std(),
+            c.top1.len(),
+            params.join(" ")
+        );
+    }
+    out
 }

@@ -5,6 +5,7 @@ pub mod allreduce;
 pub mod fusion;
 mod overlap;
 mod store;
+mod strategy;
 pub mod train;
 
 use anyhow::Result;
@@ -33,6 +34,11 @@ pub enum BenchCommand {
     #[command(after_help = "Examples:\n  jizhi-tune bench fusion\n  \
         jizhi-tune bench fusion --ranks 4 --thresholds 0,1M,16M --reps 3")]
     Fusion(fusion::FusionBenchArgs),
+    /// The search strategy on synthetic problems: median regret against random search and TPE.
+    #[command(after_help = "Examples:\n  jizhi-tune bench strategy\n  \
+        jizhi-tune bench strategy --seeds 5\n  \
+        bench/strategy_vs_tpe.sh                 adds Optuna's TPE to the table")]
+    Strategy(strategy::BenchStrategyArgs),
 }
 
 /// Runs a benchmark.
@@ -43,6 +49,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Overlap(args) => overlap::run(args),
         BenchCommand::Allreduce(args) => allreduce::run(args),
         BenchCommand::Fusion(args) => fusion::run(args),
+        BenchCommand::Strategy(args) => strategy::run(args),
     }
 }
 

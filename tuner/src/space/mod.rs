@@ -33,6 +33,61 @@ pub struct SearchSpace {
     pub fixed: Vec<(String, ParamValue)>,
     /// Stage sizes and fidelities.
     pub stages: Stages,
+    /// How the stages are arranged: groups, ladder, halving.
+    pub search: SearchLayout,
+}
+
+/// What a parameter affects, which decides how (and how cheaply) it is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effect {
+    /// Throughput only (fusion threshold): judged by images/s in short runs.
+    Speed,
+    /// Numerics only (loss scale): judged by skipped steps and loss-scale collapse in short runs.
+    Numerics,
+    /// The accuracy reached (learning rate, warmup, ...): judged by the study's objective.
+    Accuracy,
+}
+
+impl Effect {
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Speed => "speed",
+            Effect::Numerics => "numerics",
+            Effect::Accuracy => "accuracy",
+        }
+    }
+
+    /// The effect of a known parameter when the file does not say.
+    pub fn of_param(name: &str) -> Effect {
+        match name {
+            "fusion_threshold_mib" => Effect::Speed,
+            "loss_scale" => Effect::Numerics,
+            _ => Effect::Accuracy,
+        }
+    }
+}
+
+/// How the learning rate moves from one batch size of the ladder to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrScaling {
+    /// Multiply by the square root of the batch ratio.
+    Sqrt,
+    /// Multiply by the batch ratio.
+    Linear,
+}
+
+/// `[search]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchLayout {
+    /// Groups decided one after the other, each fixed for the next; `None`: one joint search.
+    pub groups: Option<Vec<Effect>>,
+    /// Batch sizes one at a time, each seeded by the previous one's results.
+    pub ladder: bool,
+    /// The ladder's learning-rate rule.
+    pub lr_scaling: LrScaling,
+    /// Fraction of a stage's trials that go on to the next stage (successive halving).
+    pub keep_fraction: f64,
 }
 
 /// `[study]`.
@@ -173,6 +228,12 @@ pub struct Param {
     pub name: String,
     /// Its values.
     pub domain: Domain,
+    /// What it affects (its group).
+    pub effect: Effect,
+    /// Its value until its group is decided (and while its condition does not hold).
+    pub start: ParamValue,
+    /// Searched only when each named parameter has one of the listed values.
+    pub when: Vec<(String, Vec<ParamValue>)>,
 }
 
 /// Stage sizes and fidelities.
@@ -192,6 +253,26 @@ pub struct Stages {
     pub refine_epochs: u32,
     /// Fraction of the training set a refine trial uses.
     pub refine_fraction: f64,
+    /// Coarse points at a ladder rung seeded by the previous batch size.
+    pub seeded_points: u32,
+    /// Refine stages, each proposing `refine_points` from everything finished so far.
+    pub refine_rounds: u32,
+    /// Factor the refine region shrinks by from one round to the next.
+    pub refine_shrink: f64,
+    /// Points of a speed or numerics probe, per batch size.
+    pub probe_points: u32,
+    /// Epochs of a probe trial.
+    pub probe_epochs: u32,
+    /// Data fraction of a probe trial.
+    pub probe_fraction: f64,
+    /// Best configurations confirmed per batch size (0: no confirm stage).
+    pub confirm_top: u32,
+    /// Seeds each confirmed configuration runs with.
+    pub confirm_seeds: u32,
+    /// Epochs of a confirm trial.
+    pub confirm_epochs: u32,
+    /// Data fraction of a confirm trial.
+    pub confirm_fraction: f64,
 }
 
 /// The parameters a trial knows how to apply, with their defaults when not searched.

@@ -13,6 +13,19 @@ pub struct RawSpace {
     #[serde(default)]
     pub params: BTreeMap<String, RawParam>,
     pub stages: RawStages,
+    #[serde(default)]
+    pub search: RawSearch,
+}
+
+/// `[search]`: how the stages are arranged (parameter groups, batch-size ladder, halving).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub ladder: bool,
+    pub lr_scaling: Option<String>,
+    pub keep_fraction: Option<f64>,
 }
 
 /// `[study]`: what the study is called and what it optimises.
@@ -105,6 +118,10 @@ pub struct RawParam {
     pub integer: bool,
     pub coarse_step: f64,
     pub fine_step: f64,
+    pub effect: Option<String>,
+    pub start: Option<toml::Value>,
+    #[serde(default)]
+    pub when: BTreeMap<String, toml::Value>,
 }
 
 /// `[stages]`: the coarse and refine stages.
@@ -113,6 +130,27 @@ pub struct RawParam {
 pub struct RawStages {
     pub coarse: RawCoarse,
     pub refine: RawRefine,
+    pub probe: Option<RawProbe>,
+    pub confirm: Option<RawConfirm>,
+}
+
+/// `[stages.probe]`: short runs that decide the speed and numerics groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub points: Option<u32>,
+    pub epochs: Option<u32>,
+    pub data_fraction: Option<f64>,
+}
+
+/// `[stages.confirm]`: the best configurations again at full fidelity with extra seeds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfirm {
+    pub top: Option<u32>,
+    pub seeds: Option<u32>,
+    pub epochs: Option<u32>,
+    pub data_fraction: Option<f64>,
 }
 
 /// `[stages.coarse]`: grid on the coarse steps at low fidelity.
@@ -123,6 +161,7 @@ pub struct RawCoarse {
     pub epochs: u32,
     #[serde(default = "default_fraction")]
     pub data_fraction: f64,
+    pub seeded_points: Option<u32>,
 }
 
 /// `[stages.refine]`: points around the best coarse results at higher fidelity.
@@ -135,6 +174,8 @@ pub struct RawRefine {
     pub epochs: u32,
     #[serde(default = "default_fraction")]
     pub data_fraction: f64,
+    pub rounds: Option<u32>,
+    pub shrink: Option<f64>,
 }
 
 fn default_fraction() -> f64 {

@@ -68,8 +68,10 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
     }
     // Most influential first: refinement moves along the parameters in this order.
     params.sort_by_key(|p| KNOWN_PARAMS.iter().position(|(k, _)| *k == p.name));
+    check_conditions(&c, &raw, &params)?;
     let fixed = check_defaults(&c, &raw, &params)?;
-    let stages = check_stages(&c, &raw)?;
+    let stages = check_stages(&c, &raw, trainer.epochs)?;
+    let search = check_search(&c, &raw, &params, &stages)?;
 
     Ok(SearchSpace {
         file: file.to_path_buf(),
@@ -80,6 +82,7 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
         params,
         fixed,
         stages,
+        search,
     })
 }
 
@@ -323,14 +326,12 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
                 "for a list of values the step is an index stride: a whole number >= 1",
             )?;
         }
-        return Ok(Param {
-            name: name.to_string(),
-            domain: Domain::Values {
-                values: parsed,
-                coarse_step: p.coarse_step as usize,
-                fine_step: p.fine_step as usize,
-            },
-        });
+        let domain = Domain::Values {
+            values: parsed,
+            coarse_step: p.coarse_step as usize,
+            fine_step: p.fine_step as usize,
+        };
+        return finish_param(c, name, p, domain);
     }
 
     let min = p
@@ -374,16 +375,221 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
             c.ensure(step > 0.0, &key(k), "the step must be positive")?;
         }
     }
-    Ok(Param {
-        name: name.to_string(),
-        domain: Domain::Range {
+    let domain = Domain::Range {
+        scale,
+        min,
+        max,
+        integer: p.integer,
+        coarse_step: p.coarse_step,
+        fine_step: p.fine_step,
+    };
+    finish_param(c, name, p, domain)
+}
+
+/// Whether `v` is one of the values a domain allows.
+fn in_domain(domain: &Domain, v: &ParamValue) -> bool {
+    match (domain, v) {
+        (Domain::Values { values, .. }, v) => values.contains(v),
+        (Domain::Range { min, max, .. }, ParamValue::Num(x)) => *min <= *x && *x <= *max,
+        _ => false,
+    }
+}
+
+/// The built-in value of a known parameter (what a trial uses when nothing says otherwise).
+fn builtin_value(name: &str) -> Option<ParamValue> {
+    Some(match name {
+        "peak_lr" => ParamValue::Num(1.0),
+        "warmup_epochs" => ParamValue::Num(0.5),
+        "loss_scale" => ParamValue::Text("dynamic".into()),
+        "fusion_threshold_mib" => ParamValue::Num(64.0),
+        _ => return None,
+    })
+}
+
+/// The middle of a domain: a parameter's start when neither the file nor the built-in value gives one.
+fn middle(domain: &Domain) -> ParamValue {
+    match domain {
+        Domain::Values { values, .. } => values[0].clone(),
+        Domain::Range {
             scale,
             min,
             max,
-            integer: p.integer,
-            coarse_step: p.coarse_step,
-            fine_step: p.fine_step,
-        },
+            integer,
+            ..
+        } => {
+            let m = match scale {
+                Scale::Linear => (min + max) / 2.0,
+                Scale::Log => (min * max).sqrt(),
+            };
+            ParamValue::Num(if *integer {
+                m.round().clamp(*min, *max)
+            } else {
+                m
+            })
+        }
+    }
+}
+
+/// Adds the group, start value and condition of a parameter to its checked domain.
+fn finish_param(
+    c: &Checker,
+    name: &str,
+    p: &RawParam,
+    domain: Domain,
+) -> Result<Param, SpaceError> {
+    let key = |k: &str| format!("params.{name}.{k}");
+    let effect = match p.effect.as_deref() {
+        None => Effect::of_param(name),
+        Some("speed") => Effect::Speed,
+        Some("numerics") => Effect::Numerics,
+        Some("accuracy") => Effect::Accuracy,
+        Some(other) => {
+            return Err(c.err(
+                &key("effect"),
+                format!("unknown effect `{other}`, expected speed, numerics or accuracy"),
+            ))
+        }
+    };
+    let start = match &p.start {
+        Some(v) => {
+            let v = to_value(c, &key("start"), v)?;
+            c.ensure(
+                in_domain(&domain, &v),
+                &key("start"),
+                format!("`{v}` is outside the parameter's values"),
+            )?;
+            v
+        }
+        None => builtin_value(name)
+            .filter(|v| in_domain(&domain, v))
+            .unwrap_or_else(|| middle(&domain)),
+    };
+    let mut when = Vec::new();
+    for (other, allowed) in &p.when {
+        let k = format!("params.{name}.when");
+        let list = match allowed {
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|v| to_value(c, &k, v))
+                .collect::<Result<Vec<_>, _>>()?,
+            v => vec![to_value(c, &k, v)?],
+        };
+        c.ensure(
+            !list.is_empty(),
+            &k,
+            format!("the values of `{other}` are empty"),
+        )?;
+        when.push((other.clone(), list));
+    }
+    Ok(Param {
+        name: name.to_string(),
+        domain,
+        effect,
+        start,
+        when,
+    })
+}
+
+/// Every condition names another searched parameter and values it can take.
+fn check_conditions(c: &Checker, raw: &RawSpace, params: &[Param]) -> Result<(), SpaceError> {
+    for p in params {
+        let key = format!("params.{}.when", p.name);
+        for (other, values) in &p.when {
+            let Some(target) = params.iter().find(|q| &q.name == other) else {
+                return Err(c.err(&key, format!("`{other}` is not a searched parameter")));
+            };
+            c.ensure(
+                target.name != p.name,
+                &key,
+                "a parameter cannot depend on itself",
+            )?;
+            c.ensure(
+                target.when.is_empty(),
+                &key,
+                format!("`{other}` has a condition itself; conditions do not chain"),
+            )?;
+            for v in values {
+                c.ensure(
+                    in_domain(&target.domain, v),
+                    &key,
+                    format!("`{v}` is not a value of `{other}`"),
+                )?;
+            }
+        }
+    }
+    let _ = raw;
+    Ok(())
+}
+
+/// `[search]`: the groups, the ladder and the halving rule.
+fn check_search(
+    c: &Checker,
+    raw: &RawSpace,
+    params: &[Param],
+    stages: &Stages,
+) -> Result<SearchLayout, SpaceError> {
+    let s = &raw.search;
+    let groups = match &s.groups {
+        None => None,
+        Some(names) => {
+            let mut groups = Vec::new();
+            for n in names {
+                let g = match n.as_str() {
+                    "speed" => Effect::Speed,
+                    "numerics" => Effect::Numerics,
+                    "accuracy" => Effect::Accuracy,
+                    other => {
+                        return Err(c.err(
+                            "search.groups",
+                            format!(
+                                "unknown group `{other}`, expected speed, numerics or accuracy"
+                            ),
+                        ))
+                    }
+                };
+                c.ensure(
+                    !groups.contains(&g),
+                    "search.groups",
+                    format!("`{n}` is listed twice"),
+                )?;
+                groups.push(g);
+            }
+            for p in params {
+                c.ensure(
+                    groups.contains(&p.effect),
+                    "search.groups",
+                    format!(
+                        "parameter `{}` affects {} but that group is not listed",
+                        p.name,
+                        p.effect.as_str()
+                    ),
+                )?;
+            }
+            Some(groups)
+        }
+    };
+    let lr_scaling = match s.lr_scaling.as_deref().unwrap_or("sqrt") {
+        "sqrt" => LrScaling::Sqrt,
+        "linear" => LrScaling::Linear,
+        other => {
+            return Err(c.err(
+                "search.lr_scaling",
+                format!("unknown rule `{other}`, expected `sqrt` or `linear`"),
+            ))
+        }
+    };
+    let keep_fraction = s.keep_fraction.unwrap_or(0.5);
+    c.ensure(
+        keep_fraction > 0.0 && keep_fraction <= 1.0,
+        "search.keep_fraction",
+        "must be in (0, 1]",
+    )?;
+    let _ = stages;
+    Ok(SearchLayout {
+        groups,
+        ladder: s.ladder,
+        lr_scaling,
+        keep_fraction,
     })
 }
 
@@ -431,7 +637,7 @@ fn check_defaults(
     Ok(fixed)
 }
 
-fn check_stages(c: &Checker, raw: &RawSpace) -> Result<Stages, SpaceError> {
+fn check_stages(c: &Checker, raw: &RawSpace, full_epochs: u32) -> Result<Stages, SpaceError> {
     let (co, re) = (&raw.stages.coarse, &raw.stages.refine);
     c.ensure(co.points > 0, "stages.coarse.points", "must be at least 1")?;
     c.ensure(co.epochs > 0, "stages.coarse.epochs", "must be at least 1")?;
@@ -443,7 +649,73 @@ fn check_stages(c: &Checker, raw: &RawSpace) -> Result<Stages, SpaceError> {
     ] {
         c.ensure(f > 0.0 && f <= 1.0, key, "must be in (0, 1]")?;
     }
+    let seeded_points = co.seeded_points.unwrap_or((co.points / 2).max(1));
+    c.ensure(
+        seeded_points > 0,
+        "stages.coarse.seeded_points",
+        "must be at least 1",
+    )?;
+    let rounds = re.rounds.unwrap_or(1);
+    c.ensure(rounds > 0, "stages.refine.rounds", "must be at least 1")?;
+    let shrink = re.shrink.unwrap_or(0.5);
+    c.ensure(
+        shrink > 0.0 && shrink <= 1.0,
+        "stages.refine.shrink",
+        "must be in (0, 1]",
+    )?;
+    let probe = raw.stages.probe.as_ref();
+    let probe_points = probe.and_then(|p| p.points).unwrap_or(co.points);
+    let probe_epochs = probe.and_then(|p| p.epochs).unwrap_or(1);
+    let probe_fraction = probe.and_then(|p| p.data_fraction).unwrap_or(0.1);
+    c.ensure(
+        probe_points > 0,
+        "stages.probe.points",
+        "must be at least 1",
+    )?;
+    c.ensure(
+        probe_epochs > 0,
+        "stages.probe.epochs",
+        "must be at least 1",
+    )?;
+    c.ensure(
+        probe_fraction > 0.0 && probe_fraction <= 1.0,
+        "stages.probe.data_fraction",
+        "must be in (0, 1]",
+    )?;
+    let confirm = raw.stages.confirm.as_ref();
+    let confirm_top = confirm.map_or(0, |k| k.top.unwrap_or(1));
+    let confirm_seeds = confirm.and_then(|k| k.seeds).unwrap_or(3);
+    let confirm_epochs = confirm.and_then(|k| k.epochs).unwrap_or(full_epochs);
+    let confirm_fraction = confirm.and_then(|k| k.data_fraction).unwrap_or(1.0);
+    if confirm.is_some() {
+        c.ensure(confirm_top > 0, "stages.confirm.top", "must be at least 1")?;
+        c.ensure(
+            confirm_seeds > 0,
+            "stages.confirm.seeds",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            confirm_epochs > 0,
+            "stages.confirm.epochs",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            confirm_fraction > 0.0 && confirm_fraction <= 1.0,
+            "stages.confirm.data_fraction",
+            "must be in (0, 1]",
+        )?;
+    }
     Ok(Stages {
+        seeded_points,
+        refine_rounds: rounds,
+        refine_shrink: shrink,
+        probe_points,
+        probe_epochs,
+        probe_fraction,
+        confirm_top,
+        confirm_seeds,
+        confirm_epochs,
+        confirm_fraction,
         coarse_points: co.points,
         coarse_epochs: co.epochs,
         coarse_fraction: co.data_fraction,
