@@ -195,13 +195,19 @@ fn confirm_with_zero_seeds() {
 
 #[test]
 fn refine_shrink_above_one() {
-    let (text, line) = edit("[stages.refine]\npoints = 1", "[stages.refine]\nshrink = 1.5\npoints = 1");
+    let (text, line) = edit(
+        "[stages.refine]\npoints = 1",
+        "[stages.refine]\nshrink = 1.5\npoints = 1",
+    );
     refused("bad-shrink", &text, line + 1, "stages.refine.shrink");
 }
 
 #[test]
 fn unknown_effect() {
-    let (text, line) = edit("coarse_step = 4.0", "effect = \"colour\"\ncoarse_step = 4.0");
+    let (text, line) = edit(
+        "coarse_step = 4.0",
+        "effect = \"colour\"\ncoarse_step = 4.0",
+    );
     refused("bad-effect", &text, line, "params.peak_lr.effect");
 }
 
@@ -213,12 +219,18 @@ fn start_outside_the_range() {
 
 #[test]
 fn condition_on_a_parameter_that_is_not_searched() {
-    let (text, line) = edit("coarse_step = 4.0", "when = { warmup_epochs = [0.5] }\ncoarse_step = 4.0");
+    let (text, line) = edit(
+        "coarse_step = 4.0",
+        "when = { warmup_epochs = [0.5] }\ncoarse_step = 4.0",
+    );
     refused("bad-when", &text, line, "params.peak_lr.when");
 }
 
 #[test]
 fn condition_on_a_value_the_parameter_cannot_take() {
-    let (text, line) = edit("coarse_step = 4.0", "when = { loss_scale = [\"static\"] }\ncoarse_step = 4.0");
+    let (text, line) = edit(
+        "coarse_step = 4.0",
+        "when = { loss_scale = [\"static\"] }\ncoarse_step = 4.0",
+    );
     refused("bad-when-value", &text, line, "params.peak_lr.when");
 }

@@ -349,7 +349,7 @@ impl TrainConfig {
         match self.algorithm {
             Algorithm::Ring => {}
             Algorithm::Hierarchical { group } | Algorithm::Hybrid { group, .. } => {
-                if group == 0 || p % group != 0 {
+                if group == 0 || !p.is_multiple_of(group) {
                     return bad(format!("group size {group} must divide the {p} ranks"));
                 }
             }

@@ -88,7 +88,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  jizhi-tune trial --batch 256 --epochs 2 --lr 0.1 --optimizer sgd"
     )]
-    Trial(TrialArgs),
+    Trial(Box<TrialArgs>),
     /// Export every trial with its parameters, status and per-epoch metrics.
     #[command(
         after_help = "Examples:\n  jizhi-tune export runs/smoke --format json > trials.json\n  \
@@ -241,4 +241,7 @@ pub struct TrialArgs {
     /// Data-parallel ranks.
     #[command(flatten)]
     pub ranks: crate::ranks_args::RanksArgs,
+    /// The GPU cluster the speed settings are modelled on.
+    #[command(flatten)]
+    pub cluster: crate::ranks_args::ClusterArgs,
 }

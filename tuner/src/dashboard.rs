@@ -231,14 +231,29 @@ pub fn resume_hint(run: &RunPlan, trials: &[TrialRecord]) -> String {
 }
 
 /// The header facts of a study; `concurrency` (trials at once, threads each) for a running one.
-pub fn study_info(space: &SearchSpace, data: &DataPlan, concurrency: Option<(usize, usize)>) -> StudyInfo {
-    let batches: Vec<BatchSize> =
-        space.batches.iter().map(|&b| BatchSize { nominal: b, proxy: data.proxy_batch(b) }).collect();
+pub fn study_info(
+    space: &SearchSpace,
+    data: &DataPlan,
+    concurrency: Option<(usize, usize)>,
+) -> StudyInfo {
+    let batches: Vec<BatchSize> = space
+        .batches
+        .iter()
+        .map(|&b| BatchSize {
+            nominal: b,
+            proxy: data.proxy_batch(b),
+        })
+        .collect();
     let stages = crate::strategy::outline(space)
         .into_iter()
         .map(|(step, trials)| {
             let (epochs, data_fraction) = plan::fidelity(space, step.stage);
-            StageInfo { name: step.stage.as_str().into(), trials, epochs, data_fraction }
+            StageInfo {
+                name: step.stage.as_str().into(),
+                trials,
+                epochs,
+                data_fraction,
+            }
         })
         .collect();
     // Every trial trains as one data-parallel rank on the CPU in this version.

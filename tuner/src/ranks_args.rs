@@ -32,6 +32,50 @@ pub struct RanksArgs {
     pub segments: String,
 }
 
+/// The GPU cluster a trial's speed settings are modelled on.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Also report the cost model's step time of the full-size model with this trial's fusion
+    /// threshold, segments and algorithm on this many GPUs.
+    #[arg(long, value_name = "GPUS")]
+    pub model_cluster: Option<usize>,
+    /// GPU of the modelled cluster: p40 or h200.
+    #[arg(long, default_value = "p40")]
+    pub model_gpu: String,
+    /// Network of the modelled cluster: 100gbe, ib-edr, ib-hdr or ib-ndr.
+    #[arg(long, default_value = "100gbe")]
+    pub model_network: String,
+}
+
+impl ClusterArgs {
+    /// The modelled step time for `cfg`, if a cluster was asked for.
+    pub fn modelled_step_secs(&self, cfg: &TrainConfig) -> Result<Option<f64>> {
+        let Some(gpus) = self.model_cluster else {
+            return Ok(None);
+        };
+        use jizhi_trainer::costmodel::{trial::modelled_step_secs, Gpu, Network};
+        let Some(gpu) = Gpu::from_name(&self.model_gpu) else {
+            bail!(
+                "--model-gpu: unknown `{}`, expected p40 or h200",
+                self.model_gpu
+            );
+        };
+        let Some(network) = Network::from_name(&self.model_network) else {
+            bail!(
+                "--model-network: unknown `{}`, expected 100gbe, ib-edr, ib-hdr or ib-ndr",
+                self.model_network
+            );
+        };
+        if gpus == 0 {
+            bail!("--model-cluster must be at least 1 GPU");
+        }
+        match modelled_step_secs(cfg, gpus, gpu, network) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => bail!("--model-cluster {gpus}: {e}"),
+        }
+    }
+}
+
 impl RanksArgs {
     /// Writes these options into `cfg`.
     pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {

@@ -40,6 +40,10 @@ pub struct FinalRecord {
     pub allreduce_calls_per_step: u64,
     /// Wall time of the whole run.
     pub wall_secs: f64,
+    /// The cost model's step time of the full-size model on the cluster given by
+    /// `--model-cluster`, with this trial's speed settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modelled_cluster_step_secs: Option<f64>,
 }
 
 /// Parses a precision name as the command line spells it.
@@ -180,6 +184,8 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
 /// Runs the trial, writing one JSON line per epoch and a final line to stdout.
 pub fn run(args: &TrialArgs) -> Result<()> {
     let cfg = args.to_config()?;
+    // computed first: a bad cluster option fails before any training
+    let modelled = args.cluster.modelled_step_secs(&cfg)?;
     let stdout = std::io::stdout();
     let write_line = |line: &TrialLine| -> std::io::Result<()> {
         let mut out = stdout.lock();
@@ -202,6 +208,7 @@ pub fn run(args: &TrialArgs) -> Result<()> {
         diverged: outcome.diverged.clone(),
         allreduce_calls_per_step: outcome.allreduce_calls_per_step,
         wall_secs: outcome.wall_secs,
+        modelled_cluster_step_secs: modelled,
     }))
     .context("writing the final record to stdout")?;
     Ok(())

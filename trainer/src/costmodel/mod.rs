@@ -19,6 +19,7 @@ pub mod link;
 pub mod measure;
 pub mod predict;
 pub mod timeline;
+pub mod trial;
 
 pub use allreduce::allreduce_secs;
 pub use auto::{auto_plan, auto_segments};
