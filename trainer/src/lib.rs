@@ -3,8 +3,10 @@
 //! Trains the 28x28 proxies of AlexNet-BN and ResNet on Fashion-MNIST on the CPU with explicit
 //! forward/backward layers (im2col + `gemm`, NHWC), emulating GPU half-precision training
 //! (fp16 / bf16 with fp32 master weights and loss scaling, or naive fp16), momentum SGD or
-//! LARS, warmup + polynomial decay, and gradient-fusion bucketing. Results are bit-identical
-//! for the same configuration (seed and thread count included).
+//! LARS, warmup + polynomial decay, on P data-parallel ranks whose gradients are summed by a
+//! [`collective::Collective`] (in-process, or NCCL on GPUs) in fused segments that overlap the
+//! backward pass; [`costmodel`] predicts what those settings give on a GPU cluster. Results are
+//! bit-identical for the same configuration (seed, thread count and resolved segments included).
 //!
 //! Entry point: [`train`].
 
