@@ -104,7 +104,8 @@ impl Ranks {
         self.segments = segments;
     }
 
-    /// All-reduce calls one step makes (fusion buckets over all segments).
+    /// All-reduce calls one step makes (fusion buckets over all segments; with one rank they are
+    /// planned, but the sum over one rank needs no call).
     pub fn allreduce_calls(&self) -> u64 {
         self.segments.iter().map(|s| s.buckets.len() as u64).sum()
     }
@@ -147,6 +148,10 @@ impl Ranks {
     /// Backward pass of every rank, each segment all-reduced as soon as its gradients are
     /// final. Afterwards every rank holds the sum over ranks of the (scaled) gradients.
     pub fn backward_allreduce(&mut self, fmt: Option<HalfFormat>) -> Result<Underflow, TrainError> {
+        if let [only] = &mut self.replicas[..] {
+            // the sum over one rank is its own gradient: no staging, no communication thread
+            return Ok(only.backward(fmt, &mut |_, _| {}));
+        }
         let comms = std::mem::take(&mut self.comms);
         let (segments, wire) = (&self.segments, self.wire);
         let results: Vec<RankResult> = std::thread::scope(|s| {

@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn segments_parse_and_print() {
         for s in ["auto", "3", "at:2,7"] {
-            assert_eq!(s.parse::<Segments>().map(|p| p.to_string()), Ok(s.to_string()));
+            assert_eq!(
+                s.parse::<Segments>().map(|p| p.to_string()),
+                Ok(s.to_string())
+            );
         }
         assert!("at:x".parse::<Segments>().is_err());
         assert!("many".parse::<Segments>().is_err());
