@@ -27,16 +27,7 @@ WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/store-vs-optuna.XXXXXX")}
 mkdir -p "$WORK"
 echo "working in $WORK"
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" || {
-        echo "python3 -m venv failed; on Debian/Ubuntu: apt-get install -y python3-venv" >&2
-        exit 1
-    }
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check optuna
-
-cargo build --release -p jizhi-tune
-BIN=target/release/jizhi-tune
+source bench/optuna_venv.sh
 PY="$VENV/bin/python bench/optuna_store.py"
 
 run() { # name, command...: runs it, keeping its output, and saves its last line (the JSON figures)

@@ -15,16 +15,7 @@ WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/strategy-vs-tpe.XXXXXX")}
 mkdir -p "$WORK"
 echo "working in $WORK"
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" || {
-        echo "python3 -m venv failed; on Debian/Ubuntu: apt-get install -y python3-venv" >&2
-        exit 1
-    }
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check optuna
-
-cargo build --release -p jizhi-tune
-BIN=target/release/jizhi-tune
+source bench/optuna_venv.sh
 
 echo "== TPE ($SEEDS seeds per problem)"
 "$VENV/bin/python" bench/tpe_synthetic.py "$BIN" "$SEEDS" "$WORK/tpe.json"
