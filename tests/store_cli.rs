@@ -205,6 +205,10 @@ fn a_fork_inherits_the_history_and_reuses_identical_trials() {
     assert_eq!(contents(&store), before, "forking changed the old store");
     let fork = export(&tmp.path().join("kill-more-data"));
     assert_eq!(fork.len(), 6);
+    // The refine trials run 2 epochs, so they checkpoint inside the fork's store.
+    for t in &fork {
+        assert_eq!(t["status"], "finished", "fork trial did not finish: {t}");
+    }
     assert_eq!(
         fork[..4],
         parent[..4],

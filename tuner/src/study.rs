@@ -113,6 +113,7 @@ fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
         record.name = name.clone();
         let (store, dir) = fork::open_fork(&run.store_dir, name, record)?;
         run.store_dir = dir;
+        make_checkpoint_dir(&run.store_dir)?;
         return Ok(store);
     }
     // Refuse a changed space before opening, so that a refused run writes nothing at all.
@@ -120,9 +121,7 @@ fn open_study(run: &mut RunPlan, start: &Start) -> Result<Store> {
         refuse_drift(run, &study)?;
     }
     let store = Store::open(&run.store_dir)?;
-    let checkpoints = run.store_dir.join(CHECKPOINT_DIR);
-    std::fs::create_dir_all(&checkpoints)
-        .with_context(|| format!("creating {}", checkpoints.display()))?;
+    make_checkpoint_dir(&run.store_dir)?;
     match store.study()? {
         Some(study) => {
             refuse_drift(run, &study)?;
@@ -228,6 +227,13 @@ fn reconcile(
         .map_or(0.0, |s| plan::trial_images(&run.space, &run.data, s.stage));
     progress.plan(specs.len(), jobs.len(), images);
     Ok(jobs)
+}
+
+/// Creates the folder the running trials of the study in `store_dir` keep their checkpoints in.
+fn make_checkpoint_dir(store_dir: &Path) -> Result<()> {
+    let checkpoints = store_dir.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&checkpoints)
+        .with_context(|| format!("creating {}", checkpoints.display()))
 }
 
 /// Folder of the running trials' checkpoints inside a store folder.

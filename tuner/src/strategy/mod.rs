@@ -429,14 +429,13 @@ impl Planner<'_> {
             Stage::Refine(round - 1)
         };
         let judge = Judge::of(self.space, step.group.unwrap_or(Effect::Accuracy));
-        let last = self.records(previous, batch);
         let top_k = self.space.stages.refine_top_k as usize;
-        let (survivors, pruned) = halving::halve(
-            &last,
+        let (survivors, pruned) = self.going_on(
+            previous,
+            batch,
             &judge,
             self.space.search.keep_fraction,
             top_k,
-            &previous.as_str(),
         );
         let unit = |t: &TrialRecord| -> Vec<f64> {
             let p = point_of(t);
@@ -520,6 +519,41 @@ impl Planner<'_> {
         Surface::fit(&xs, &warp(&ys))
     }
 
+    /// The trials that go on from `stage` at `batch`, best first, and the stage's trials dropped.
+    ///
+    /// A refine round competes with the regions it refined: when the stage before it ran at the
+    /// same fidelity, the best `refine.top_k` that went on from there are ranked with the
+    /// stage's own trials, so a round whose proposals all fall short keeps the old best instead
+    /// of moving the next regions (or the confirmed configurations) to worse points.
+    fn going_on(
+        &self,
+        stage: Stage,
+        batch: u64,
+        judge: &Judge,
+        keep_fraction: f64,
+        min_keep: usize,
+    ) -> (Vec<&TrialRecord>, Vec<Pruned>) {
+        let own = self.records(stage, batch);
+        let mut pool = own.clone();
+        let before = match stage {
+            Stage::Refine(1) => Some(Stage::Coarse),
+            Stage::Refine(r) => Some(Stage::Refine(r - 1)),
+            _ => None,
+        };
+        if let Some(before) = before.filter(|b| {
+            crate::plan::fidelity(self.space, *b) == crate::plan::fidelity(self.space, stage)
+        }) {
+            let top_k = self.space.stages.refine_top_k as usize;
+            let (carried, _) =
+                self.going_on(before, batch, judge, self.space.search.keep_fraction, top_k);
+            pool.extend(carried.into_iter().take(top_k));
+        }
+        let (survivors, mut pruned) =
+            halving::halve(&pool, judge, keep_fraction, min_keep, &stage.as_str());
+        pruned.retain(|p| own.iter().any(|t| t.id == p.id));
+        (survivors, pruned)
+    }
+
     fn confirm(&self, step: &Step, index: usize, batch: u64) -> (Vec<Point>, Vec<Pruned>) {
         let judge = Judge::of(self.space, Effect::Accuracy);
         // The highest-fidelity stage with results ranks the candidates.
@@ -537,9 +571,8 @@ impl Planner<'_> {
         let Some(stage) = best_stage else {
             return (Vec::new(), Vec::new());
         };
-        let records = self.records(stage, batch);
         let top = self.space.stages.confirm_top as usize;
-        let (chosen, mut pruned) = halving::halve(&records, &judge, 0.0, top, &stage.as_str());
+        let (chosen, mut pruned) = self.going_on(stage, batch, &judge, 0.0, top);
         for p in &mut pruned {
             p.reason = format!("{}; not among the best {top} confirmed", p.reason);
         }

@@ -402,3 +402,51 @@ fn a_conditional_parameter_stays_at_its_start_unless_its_condition_holds() {
         }
     }
 }
+
+#[test]
+fn a_refine_round_that_finds_nothing_better_keeps_the_best_so_far() {
+    let p = Problem::ProxyLandscape;
+    let budget = Budget {
+        coarse: 6,
+        rounds: 2,
+        per_round: 2,
+    };
+    let mut space = synthetic::space(p, budget, vec![32768], false);
+    space.stages.confirm_top = 1;
+    let mut records: Vec<TrialRecord> = Vec::new();
+    let mut best: Option<(f64, Point)> = None;
+    for (index, step) in steps(&space).iter().enumerate() {
+        let plan = plan_step(&space, 5, index, &records);
+        let first = records.len() as u64 + 1;
+        for (i, prop) in plan.proposals.iter().enumerate() {
+            // The coarse trials score by the landscape; every refine proposal falls short.
+            let top1 = match step.stage {
+                Stage::Coarse => p.truth(&p.coords(&prop.point), prop.batch),
+                _ => 0.05,
+            };
+            if step.stage == Stage::Coarse && best.as_ref().is_none_or(|(b, _)| top1 > *b) {
+                best = Some((top1, prop.point.clone()));
+            }
+            records.push(finished(
+                first + i as u64,
+                step.stage,
+                prop,
+                top1,
+                1000.0,
+                0,
+            ));
+        }
+    }
+    let (_, best) = best.expect("coarse trials");
+    let confirmed: Vec<&TrialRecord> = records.iter().filter(|t| t.stage == "confirm").collect();
+    assert!(!confirmed.is_empty());
+    for t in confirmed {
+        for (name, ..) in p.bounds() {
+            assert_eq!(
+                t.params[name],
+                serde_json::json!(num(&best, name)),
+                "confirm left the best coarse point for a worse refine proposal"
+            );
+        }
+    }
+}
