@@ -148,7 +148,12 @@ impl CostFunction for Acquisition<'_> {
     }
 }
 
-/// The region point maximising `mu + kappa·sd`, by Nelder-Mead from a simplex around the centre.
+/// Points of the region scanned for the best start of Nelder-Mead.
+const SCAN_POINTS: usize = 64;
+
+/// The region point maximising `mu + kappa·sd`, by Nelder-Mead from a simplex around the best of
+/// the centre and a scan of the region (a Halton sequence: deterministic and evenly spread), so
+/// that a second bump of the surface inside the region is not missed.
 fn maximise(surface: &Surface, centre: &[f64], lo: &[f64], hi: &[f64], kappa: f64) -> Vec<f64> {
     let acq = Acquisition {
         surface,
@@ -156,6 +161,23 @@ fn maximise(surface: &Surface, centre: &[f64], lo: &[f64], hi: &[f64], kappa: f6
         hi,
         kappa,
     };
+    let value = |x: &[f64]| {
+        let (mu, sd) = surface.predict(x);
+        mu + kappa * sd
+    };
+    let mut start = centre.to_vec();
+    let mut best = value(&start);
+    for i in 1..=SCAN_POINTS {
+        let x: Vec<f64> = (0..centre.len())
+            .map(|d| lo[d] + (hi[d] - lo[d]) * halton(i, PRIMES[d % PRIMES.len()]))
+            .collect();
+        let v = value(&x);
+        if v > best {
+            best = v;
+            start = x;
+        }
+    }
+    let centre = &start[..];
     let mut simplex = vec![centre.to_vec()];
     for d in 0..centre.len() {
         let mut v = centre.to_vec();
@@ -187,6 +209,20 @@ fn maximise(surface: &Surface, centre: &[f64], lo: &[f64], hi: &[f64], kappa: f6
         },
         Err(_) => centre.to_vec(),
     }
+}
+
+/// Bases of the Halton sequence, one per axis.
+const PRIMES: [u64; 8] = [2, 3, 5, 7, 11, 13, 17, 19];
+
+/// The `i`-th element of the van der Corput sequence in `base`, in (0, 1).
+fn halton(i: usize, base: u64) -> f64 {
+    let (mut f, mut r, mut n) = (1.0, 0.0, i as u64);
+    while n > 0 {
+        f /= base as f64;
+        r += f * (n % base) as f64;
+        n /= base;
+    }
+    r
 }
 
 #[cfg(test)]
