@@ -150,6 +150,31 @@ def ladder_figure(cold_export, ladder_export, batch=65536):
             "fraction": None if needed is None else needed / len(cold)}
 
 
+def baselines(template, budget, seed, cache):
+    """TPE with the budget and random search with twice it (kept in `cache`: they depend only on
+    the trial command, the budget and the seed, not on the coarse-to-fine strategy)."""
+    key = {"template": template[1:], "budget": budget, "seed": seed}
+    try:
+        cached = json.load(open(cache))
+        if cached["key"] == key:
+            return cached["tpe"], cached["random-2x"]
+    except (OSError, ValueError, KeyError):
+        pass
+    tpe_trials = math.ceil(budget / epochs_of(template))
+    # TPE's default 10 random start-up trials would leave it no model-guided trial at this budget.
+    startup = max(2, tpe_trials // 2)
+    tpe = optuna_search(template, optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+                        tpe_trials, seed, "tpe")
+    tpe["startup_trials"] = startup
+    rnd = optuna_search(template, optuna.samplers.RandomSampler(seed=seed), 2 * tpe_trials, seed,
+                        "random")
+    for method in (tpe, rnd):
+        method["eval_top1"] = evaluate(template, method["pick"], seed)
+    with open(cache, "w") as f:
+        json.dump({"key": key, "tpe": tpe, "random-2x": rnd}, f, indent=1)
+    return tpe, rnd
+
+
 def run(binary, seed, commands_path, export, ladder_export, out):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     commands = read_commands(commands_path)
@@ -158,19 +183,11 @@ def run(binary, seed, commands_path, export, ladder_export, out):
     template[0] = binary
     c2f = c2f_result(commands, export)
     budget = c2f["epochs"]
-    per_trial = epochs_of(template)
-    tpe_trials = math.ceil(budget / per_trial)
-    # TPE's default 10 random start-up trials would leave it no model-guided trial at this budget.
-    startup = max(2, tpe_trials // 2)
-    tpe = optuna_search(template, optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
-                        tpe_trials, seed, "tpe")
-    tpe["startup_trials"] = startup
-    rnd = optuna_search(template, optuna.samplers.RandomSampler(seed=seed), 2 * tpe_trials, seed,
-                        "random")
+    tpe, rnd = baselines(template, budget, seed, out + ".baselines")
+    c2f["eval_top1"] = evaluate(template, c2f["pick"], seed)
     result = {"seed": seed, "budget_epochs": budget, "methods": {"coarse-to-fine": c2f, "tpe": tpe,
                                                                  "random-2x": rnd}}
     for name, method in result["methods"].items():
-        method["eval_top1"] = evaluate(template, method["pick"], seed)
         print(f"{name}: pick {method['pick']} -> held-out {method['eval_top1']}", file=sys.stderr)
     if ladder_export:
         result["ladder"] = ladder_figure(export, ladder_export)
