@@ -196,6 +196,7 @@ fn reconcile(
                     error: None,
                     final_val_top1: None,
                     wall_secs: None,
+                    modelled_step_secs: None,
                     epochs: Vec::new(),
                 };
                 if let Some(parent_id) = reusable.take(store, &r, &args)? {

@@ -457,6 +457,7 @@ mod tests {
             error: None,
             final_val_top1: None,
             wall_secs: None,
+            modelled_step_secs: None,
             epochs: Vec::new(),
         }
     }

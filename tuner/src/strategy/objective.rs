@@ -141,6 +141,7 @@ pub(crate) mod tests {
             error: None,
             final_val_top1: Some(top1),
             wall_secs: Some(1.0),
+            modelled_step_secs: None,
             epochs: vec![EpochMetrics {
                 epoch: 1,
                 step: 100,
@@ -150,6 +151,7 @@ pub(crate) mod tests {
                 loss_scale: 1024.0,
                 skipped_steps: skipped,
                 wall_secs: 1.0,
+                underflow_fraction: 0.0,
             }],
         }
     }

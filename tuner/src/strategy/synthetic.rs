@@ -369,6 +369,7 @@ fn record(id: u64, stage: String, batch: u64, point: &Point, value: f64) -> Tria
         error: None,
         final_val_top1: Some(value),
         wall_secs: Some(1.0),
+        modelled_step_secs: None,
         epochs: Vec::new(),
     }
 }
