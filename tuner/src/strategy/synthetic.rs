@@ -255,6 +255,7 @@ pub fn space(problem: Problem, budget: Budget, batches: Vec<u64>, ladder: bool) 
             weight_decay: 0.0,
             decay_bias_and_bn: false,
             ranks: 1,
+            local: Default::default(),
             poly_power: 2.0,
             bn5: true,
         },
@@ -286,6 +287,8 @@ pub fn space(problem: Problem, budget: Budget, batches: Vec<u64>, ladder: bool) 
             lr_scaling: LrScaling::Sqrt,
             keep_fraction: 0.5,
         },
+        cluster: None,
+        scheduler: Default::default(),
     }
 }
 
