@@ -500,6 +500,11 @@ mod tests {
         assert!(decode_epoch_binary(&wrong).is_none());
         // JSON written before the field existed reads it as 0.
         let json = br#"{"epoch":3,"step":30,"train_loss":0.5,"val_top1":0.75,"images_per_sec":1000.0,"loss_scale":1024.0,"skipped_steps":2,"wall_secs":9.5}"#;
-        assert_eq!(decode_epoch(1, 3, json).expect("old JSON").underflow_fraction, 0.0);
+        assert_eq!(
+            decode_epoch(1, 3, json)
+                .expect("old JSON")
+                .underflow_fraction,
+            0.0
+        );
     }
 }

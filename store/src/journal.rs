@@ -111,9 +111,7 @@ fn payload(entry: &Entry) -> Result<Vec<u8>, StoreError> {
 fn entry_of(payload: &[u8]) -> Result<Entry, String> {
     if payload.first() == Some(&EPOCH_TAG) {
         // The binary value checks its own version and length.
-        let epoch = payload
-            .get(9..)
-            .and_then(crate::index::decode_epoch_binary);
+        let epoch = payload.get(9..).and_then(crate::index::decode_epoch_binary);
         let mut id = [0u8; 8];
         return match epoch {
             Some(metrics) => {

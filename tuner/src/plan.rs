@@ -341,7 +341,10 @@ epochs = 1
         let s = space("resnet50", "");
         assert_eq!(config(&s, &[]).model, ModelKind::Resnet20Proxy);
         let line = plan().describe(&s);
-        assert!(line.contains("model: resnet50 (its 28×28 proxy resnet20-proxy)"), "{line}");
+        assert!(
+            line.contains("model: resnet50 (its 28×28 proxy resnet20-proxy)"),
+            "{line}"
+        );
         let s = space("alexnet-bn", "");
         assert_eq!(config(&s, &[]).model, ModelKind::AlexnetBnProxy);
     }

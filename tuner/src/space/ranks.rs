@@ -68,7 +68,9 @@ fn trainer_segments(c: &Checker, v: &toml::Value) -> Result<Segments, SpaceError
             for item in items {
                 match item.as_integer() {
                     Some(i) if i >= 1 => at.push(i as usize),
-                    _ => return Err(c.err(KEY, format!("`{item}` is not a split index: {EXPECTED}"))),
+                    _ => {
+                        return Err(c.err(KEY, format!("`{item}` is not a split index: {EXPECTED}")))
+                    }
                 }
             }
             c.ensure(

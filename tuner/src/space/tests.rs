@@ -106,8 +106,14 @@ fn local_ranks_cluster_and_scheduler_keys_parse() {
             launcher: Some(vec!["srun".into(), "-N1".into(), "-n1".into()]),
         }
     );
-    assert_eq!(ok("segments = \"auto\"", "").trainer.local.segments, Segments::Auto);
-    assert_eq!(ok("segments = 4", "").trainer.local.segments, Segments::Count(4));
+    assert_eq!(
+        ok("segments = \"auto\"", "").trainer.local.segments,
+        Segments::Auto
+    );
+    assert_eq!(
+        ok("segments = 4", "").trainer.local.segments,
+        Segments::Count(4)
+    );
 }
 
 #[test]
@@ -119,7 +125,12 @@ fn searched_speed_parameters_are_in_the_speed_group() {
          [params.group_size]\nvalues = [1, 2]\ncoarse_step = 1\nfine_step = 1\n\n\
          [params.fusion_threshold_mib]\nscale = \"log\"\nmin = 1.0\nmax = 64.0\ncoarse_step = 4.0\nfine_step = 2.0\n",
     );
-    for name in ["segments", "algorithm", "group_size", "fusion_threshold_mib"] {
+    for name in [
+        "segments",
+        "algorithm",
+        "group_size",
+        "fusion_threshold_mib",
+    ] {
         let p = s.params.iter().find(|p| p.name == name).expect("searched");
         assert_eq!(p.effect, Effect::Speed, "{name}");
     }
@@ -144,7 +155,12 @@ fn bad_local_rank_keys_are_located() {
         "trainer.hybrid_threshold_mib",
         "hybrid_threshold_mib",
     );
-    let e = refused("algorithm = \"hierarchical\"", "", "trainer.algorithm", "algorithm");
+    let e = refused(
+        "algorithm = \"hierarchical\"",
+        "",
+        "trainer.algorithm",
+        "algorithm",
+    );
     assert!(e.message.contains("group_size"), "{e}");
 }
 

@@ -24,7 +24,12 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), SpaceError> {
+    pub(super) fn ensure(
+        &self,
+        ok: bool,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<(), SpaceError> {
         if ok {
             Ok(())
         } else {

@@ -221,7 +221,10 @@ pub(crate) mod tests {
             [2, 4, 5]
         );
         let best = Judge::Speed.best_first([&slow_here_fast_there])[0].1;
-        assert_eq!(Judge::Speed.describe(best), "modelled cluster step 100.00 ms");
+        assert_eq!(
+            Judge::Speed.describe(best),
+            "modelled cluster step 100.00 ms"
+        );
     }
 
     #[test]
