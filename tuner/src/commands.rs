@@ -288,3 +288,66 @@ fn export(target: &Path, format: ExportFormat) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let argv = ["jizhi-tune", "space.toml"].iter().chain(flags);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.run,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn file() -> crate::space::SchedulerKeys {
+        crate::space::SchedulerKeys {
+            concurrency: Some(3),
+            trial_timeout_secs: Some(120.0),
+            stall_timeout_secs: Some(0.0),
+            max_retries: Some(0),
+            launcher: Some(vec!["srun".into(), "-n1".into()]),
+        }
+    }
+
+    #[test]
+    fn scheduler_keys_apply_unless_an_option_is_given() {
+        let from_file = match scheduler_settings(&run_args(&[]), &file()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(from_file.trial_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(from_file.stall_timeout, None, "0 is no limit");
+        assert_eq!(from_file.max_retries, 0);
+        assert_eq!(from_file.launcher, ["srun", "-n1"]);
+
+        let flags = [
+            "--trial-timeout",
+            "5",
+            "--stall-timeout",
+            "7",
+            "--max-retries",
+            "4",
+            "--launcher",
+            "env",
+        ];
+        let overridden = match scheduler_settings(&run_args(&flags), &file()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(overridden.trial_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(overridden.stall_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(overridden.max_retries, 4);
+        assert_eq!(overridden.launcher, ["env"]);
+
+        let defaults = crate::scheduler::Settings::default();
+        let neither = match scheduler_settings(&run_args(&[]), &Default::default()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(neither, defaults);
+    }
+}
