@@ -242,11 +242,8 @@ fn sample_export() -> String {
     diverged["error"] = serde_json::json!("diverged: loss is NaN, \"quoted\", with a comma");
     let mut finished = trial(1, "finished", vec![epoch(1, 0.3), epoch(2, 0.6123456789)]);
     finished["modelled_step_secs"] = serde_json::json!(0.125);
-    let all = serde_json::json!([
-        finished,
-        trial(2, "running", vec![epoch(1, 0.2)]),
-        diverged,
-    ]);
+    let running = trial(2, "running", vec![epoch(1, 0.2)]);
+    let all = serde_json::json!([finished, running, diverged]);
     serde_json::to_string_pretty(&all).expect("json")
 }
 
