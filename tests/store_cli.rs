@@ -231,7 +231,8 @@ fn a_fork_inherits_the_history_and_reuses_identical_trials() {
 fn sample_export() -> String {
     let epoch = |e: u32, top1: f64| {
         serde_json::json!({"epoch": e, "step": e * 7, "train_loss": 1.25 / f64::from(e), "val_top1": top1,
-            "images_per_sec": 1234.5678, "loss_scale": 65536.0, "skipped_steps": 0, "wall_secs": 3.25 * f64::from(e)})
+            "images_per_sec": 1234.5678, "loss_scale": 65536.0, "skipped_steps": 0, "wall_secs": 3.25 * f64::from(e),
+            "underflow_fraction": 0.001 * f64::from(e)})
     };
     let trial = |id: u64, status: &str, epochs: Vec<serde_json::Value>| {
         serde_json::json!({"id": id, "stage": "coarse", "batch": 8192, "proxy_batch": 384,
@@ -243,11 +244,10 @@ fn sample_export() -> String {
     let mut diverged = trial(3, "diverged", vec![epoch(1, 0.1)]);
     diverged["epochs"][0]["train_loss"] = serde_json::json!("NaN");
     diverged["error"] = serde_json::json!("diverged: loss is NaN, \"quoted\", with a comma");
-    let all = serde_json::json!([
-        trial(1, "finished", vec![epoch(1, 0.3), epoch(2, 0.6123456789)]),
-        trial(2, "running", vec![epoch(1, 0.2)]),
-        diverged,
-    ]);
+    let mut finished = trial(1, "finished", vec![epoch(1, 0.3), epoch(2, 0.6123456789)]);
+    finished["modelled_step_secs"] = serde_json::json!(0.125);
+    let running = trial(2, "running", vec![epoch(1, 0.2)]);
+    let all = serde_json::json!([finished, running, diverged]);
     serde_json::to_string_pretty(&all).expect("json")
 }
 

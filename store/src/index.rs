@@ -349,10 +349,15 @@ pub(crate) fn decode_trial(id: u64, bytes: &[u8]) -> Result<TrialRecord, StoreEr
     Ok(trial)
 }
 
-/// First byte of a binary epoch value (JSON values, as schema 1 wrote them, start with `{`).
-const EPOCH_FORMAT: u8 = 1;
-/// Length of a binary epoch value: format byte, epoch (u32), seven 8-byte fields.
-pub(crate) const EPOCH_LEN: usize = 1 + 4 + 7 * 8;
+/// First byte of a binary epoch value of seven 8-byte fields (before `underflow_fraction`).
+const EPOCH_FORMAT_V1: u8 = 1;
+/// First byte of the binary epoch value this build writes (JSON values, as schema 1 wrote them,
+/// start with `{`).
+const EPOCH_FORMAT: u8 = 2;
+/// Length of a version-1 binary epoch value: format byte, epoch (u32), seven 8-byte fields.
+const EPOCH_LEN_V1: usize = 1 + 4 + 7 * 8;
+/// Length of a binary epoch value: format byte, epoch (u32), eight 8-byte fields.
+pub(crate) const EPOCH_LEN: usize = 1 + 4 + 8 * 8;
 
 /// Encodes an epoch's metrics in a fixed binary layout (big-endian; floats bit for bit, so NaN
 /// and infinities survive): a third of the JSON size, and no parsing when a study is read back.
@@ -368,6 +373,7 @@ pub(crate) fn encode_epoch(m: &EpochMetrics) -> [u8; EPOCH_LEN] {
         m.loss_scale.to_bits(),
         m.skipped_steps,
         m.wall_secs.to_bits(),
+        m.underflow_fraction.to_bits(),
     ];
     for (i, f) in fields.iter().enumerate() {
         out[5 + 8 * i..13 + 8 * i].copy_from_slice(&f.to_be_bytes());
@@ -375,11 +381,13 @@ pub(crate) fn encode_epoch(m: &EpochMetrics) -> [u8; EPOCH_LEN] {
     out
 }
 
-/// Decodes a binary epoch value.
+/// Decodes a binary epoch value of either version (version 1 has no underflow fraction: 0).
 pub(crate) fn decode_epoch_binary(bytes: &[u8]) -> Option<EpochMetrics> {
-    if bytes.len() != EPOCH_LEN || bytes[0] != EPOCH_FORMAT {
-        return None;
-    }
+    let fields = match (bytes.first(), bytes.len()) {
+        (Some(&EPOCH_FORMAT), EPOCH_LEN) => 8,
+        (Some(&EPOCH_FORMAT_V1), EPOCH_LEN_V1) => 7,
+        _ => return None,
+    };
     let word = |i: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(&bytes[5 + 8 * i..13 + 8 * i]);
@@ -394,6 +402,11 @@ pub(crate) fn decode_epoch_binary(bytes: &[u8]) -> Option<EpochMetrics> {
         loss_scale: f64::from_bits(word(4)),
         skipped_steps: word(5),
         wall_secs: f64::from_bits(word(6)),
+        underflow_fraction: if fields == 8 {
+            f64::from_bits(word(7))
+        } else {
+            0.0
+        },
     })
 }
 
@@ -435,6 +448,7 @@ mod tests {
             loss_scale: -0.0,
             skipped_steps: 5,
             wall_secs: 1e-300,
+            underflow_fraction: 0.25,
         };
         let back = decode_epoch(1, 77, &encode_epoch(&m)).expect("decode");
         assert_eq!(format!("{back:?}"), format!("{m:?}"));
@@ -454,5 +468,43 @@ mod tests {
             "key and record must agree"
         );
         assert!(decode_epoch(1, 77, &encode_epoch(&m)[..20]).is_err());
+    }
+
+    #[test]
+    fn version_1_binary_epochs_read_with_no_underflow() {
+        let m = EpochMetrics {
+            epoch: 3,
+            step: 30,
+            train_loss: 0.5,
+            val_top1: 0.75,
+            images_per_sec: 1000.0,
+            loss_scale: 1024.0,
+            skipped_steps: 2,
+            wall_secs: 9.5,
+            underflow_fraction: 0.125,
+        };
+        // A version-1 value is the version-2 layout without its last field.
+        let mut v1 = encode_epoch(&m)[..EPOCH_LEN_V1].to_vec();
+        v1[0] = EPOCH_FORMAT_V1;
+        let back = decode_epoch(1, 3, &v1).expect("a version-1 epoch still reads");
+        assert_eq!(
+            back,
+            EpochMetrics {
+                underflow_fraction: 0.0,
+                ..m.clone()
+            }
+        );
+        // A length that does not match its version byte is not an epoch.
+        let mut wrong = encode_epoch(&m).to_vec();
+        wrong[0] = EPOCH_FORMAT_V1;
+        assert!(decode_epoch_binary(&wrong).is_none());
+        // JSON written before the field existed reads it as 0.
+        let json = br#"{"epoch":3,"step":30,"train_loss":0.5,"val_top1":0.75,"images_per_sec":1000.0,"loss_scale":1024.0,"skipped_steps":2,"wall_secs":9.5}"#;
+        assert_eq!(
+            decode_epoch(1, 3, json)
+                .expect("old JSON")
+                .underflow_fraction,
+            0.0
+        );
     }
 }

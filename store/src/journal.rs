@@ -110,9 +110,8 @@ fn payload(entry: &Entry) -> Result<Vec<u8>, StoreError> {
 /// Decodes a payload into an entry.
 fn entry_of(payload: &[u8]) -> Result<Entry, String> {
     if payload.first() == Some(&EPOCH_TAG) {
-        let epoch = (payload.len() == 9 + crate::index::EPOCH_LEN)
-            .then(|| crate::index::decode_epoch_binary(&payload[9..]))
-            .flatten();
+        // The binary value checks its own version and length.
+        let epoch = payload.get(9..).and_then(crate::index::decode_epoch_binary);
         let mut id = [0u8; 8];
         return match epoch {
             Some(metrics) => {
@@ -468,6 +467,7 @@ mod tests {
                 loss_scale: f64::NEG_INFINITY,
                 skipped_steps: 0,
                 wall_secs: 0.1 * f64::from(i),
+                underflow_fraction: 0.0,
             };
             let trial = TrialRecord {
                 id: u64::from(i),
@@ -480,6 +480,7 @@ mod tests {
                 error: None,
                 final_val_top1: Some(v),
                 wall_secs: Some(w),
+                modelled_step_secs: None,
                 epochs: Vec::new(),
             };
             bytes.extend(

@@ -33,6 +33,7 @@
 //!     error: None,
 //!     final_val_top1: None,
 //!     wall_secs: None,
+//!     modelled_step_secs: None,
 //!     epochs: Vec::new(),
 //! })?;
 //! for trial in store.trials()? {

@@ -57,6 +57,14 @@ pub struct TrialRecord {
     /// Wall-clock seconds the trial took.
     #[serde(default, with = "crate::floats::opt_f64_any")]
     pub wall_secs: Option<f64>,
+    /// The cost model's step time of the full-size model on the study's modelled cluster with
+    /// this trial's speed settings, when the study models one.
+    #[serde(
+        default,
+        with = "crate::floats::opt_f64_any",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub modelled_step_secs: Option<f64>,
     /// Filled by trials()/trial() from the epoch key space; ignored by put_trial.
     #[serde(default)]
     pub epochs: Vec<EpochMetrics>,
@@ -86,6 +94,10 @@ pub struct EpochMetrics {
     /// Wall-clock seconds since the trial started.
     #[serde(with = "crate::floats::f64_any")]
     pub wall_secs: f64,
+    /// Fraction of nonzero gradient values that became 0 when cast to half (0 for fp32, and for
+    /// epochs recorded before it was kept).
+    #[serde(default, with = "crate::floats::f64_any")]
+    pub underflow_fraction: f64,
 }
 
 /// One entry of the audit event log.
@@ -115,6 +127,7 @@ mod tests {
             loss_scale: 65536.0,
             skipped_steps: 0,
             wall_secs: 1.5,
+            underflow_fraction: 0.0,
         }
     }
 
@@ -162,6 +175,7 @@ mod tests {
             error: None,
             final_val_top1: Some(0.75),
             wall_secs: None,
+            modelled_step_secs: None,
             epochs: Vec::new(),
         };
         let back: TrialRecord =
@@ -177,5 +191,31 @@ mod tests {
         .expect("missing optional fields default");
         assert_eq!(back.final_val_top1, None);
         assert_eq!(back.wall_secs, None);
+    }
+
+    #[test]
+    fn records_written_before_the_speed_and_underflow_fields_still_read() {
+        let old_trial = r#"{"id":4,"stage":"speed","batch":8192,"proxy_batch":384,"params":{},"status":"finished","attempts":1,"error":null,"final_val_top1":0.5,"wall_secs":2.0}"#;
+        let back: TrialRecord = serde_json::from_str(old_trial).expect("old trial");
+        assert_eq!(back.modelled_step_secs, None);
+        // A trial without a modelled step time writes exactly what older builds wrote.
+        let text = serde_json::to_string(&back).expect("encode");
+        assert!(!text.contains("modelled_step_secs"), "{text}");
+        let old_epoch = r#"{"epoch":1,"step":10,"train_loss":1.0,"val_top1":0.5,"images_per_sec":1000.0,"loss_scale":65536.0,"skipped_steps":0,"wall_secs":1.5}"#;
+        let back: EpochMetrics = serde_json::from_str(old_epoch).expect("old epoch");
+        assert_eq!(back, metrics(1.0));
+
+        let mut t: TrialRecord = serde_json::from_str(old_trial).expect("old trial");
+        t.modelled_step_secs = Some(0.125);
+        let back: TrialRecord =
+            serde_json::from_str(&serde_json::to_string(&t).expect("encode")).expect("decode");
+        assert_eq!(back.modelled_step_secs, Some(0.125));
+        let m = EpochMetrics {
+            underflow_fraction: 0.03125,
+            ..metrics(1.0)
+        };
+        let back: EpochMetrics =
+            serde_json::from_str(&serde_json::to_string(&m).expect("encode")).expect("decode");
+        assert_eq!(back.underflow_fraction, 0.03125);
     }
 }

@@ -371,6 +371,7 @@ mod tests {
             error: None,
             final_val_top1: None,
             wall_secs: None,
+            modelled_step_secs: None,
             epochs: Vec::new(),
         }
     }
@@ -481,6 +482,7 @@ mod tests {
             loss_scale: 1.0,
             skipped_steps: 0,
             wall_secs: 1.0,
+            underflow_fraction: 0.0,
         };
         store.put_epoch(3, &m).expect("orphan");
         store.put_epoch(5, &m).expect("epoch");

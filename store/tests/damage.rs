@@ -34,6 +34,7 @@ fn trial(id: u64) -> TrialRecord {
         error: None,
         final_val_top1: Some(0.5 + id as f64 / 1000.0),
         wall_secs: Some(12.5),
+        modelled_step_secs: None,
         epochs: (1..=EPOCHS)
             .map(|e| EpochMetrics {
                 epoch: e,
@@ -44,6 +45,7 @@ fn trial(id: u64) -> TrialRecord {
                 loss_scale: 65536.0,
                 skipped_steps: 0,
                 wall_secs: f64::from(e) * 3.0,
+                underflow_fraction: 0.0,
             })
             .collect(),
     }

@@ -32,6 +32,7 @@ fn trial(id: u64) -> TrialRecord {
         error: None,
         final_val_top1: (id != 4).then_some(0.7),
         wall_secs: (id != 4).then_some(30.0),
+        modelled_step_secs: None,
         epochs: (1..=3)
             .map(|e| EpochMetrics {
                 epoch: e,
@@ -42,6 +43,7 @@ fn trial(id: u64) -> TrialRecord {
                 loss_scale: 1024.0,
                 skipped_steps: 1,
                 wall_secs: 10.0 * f64::from(e),
+                underflow_fraction: 0.0,
             })
             .collect(),
     }

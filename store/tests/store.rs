@@ -31,6 +31,7 @@ fn trial(id: u64) -> TrialRecord {
         error: None,
         final_val_top1: None,
         wall_secs: None,
+        modelled_step_secs: None,
         epochs: Vec::new(),
     }
 }
@@ -45,6 +46,7 @@ fn epoch(epoch: u32, val: f64) -> EpochMetrics {
         loss_scale: 65536.0,
         skipped_steps: u64::from(epoch % 3),
         wall_secs: f64::from(epoch) * 1.25,
+        underflow_fraction: 0.0,
     }
 }
 

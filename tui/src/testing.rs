@@ -66,6 +66,7 @@ pub fn trial(id: u64, stage: &str, b: usize, status: TrialStatus, top1: &[f64]) 
             loss_scale: if i == 0 { 65536.0 } else { 32768.0 },
             skipped_steps: i as u64,
             wall_secs: 30.0 * (i as f64 + 1.0),
+            underflow_fraction: 0.0,
         })
         .collect();
     let ended = matches!(status, TrialStatus::Finished | TrialStatus::Diverged);
@@ -86,6 +87,7 @@ pub fn trial(id: u64, stage: &str, b: usize, status: TrialStatus, top1: &[f64]) 
             .then(|| "exited with exit status: 1: error: out of memory".into()),
         final_val_top1: if ended { top1.last().copied() } else { None },
         wall_secs: ended.then_some(30.0 * top1.len() as f64),
+        modelled_step_secs: None,
         epochs,
     }
 }

@@ -49,7 +49,8 @@ pub struct RunArgs {
     /// Print one line per trial event instead of the live dashboard (the default in a terminal).
     #[arg(long)]
     pub headless: bool,
-    /// Trials run at the same time [default: number of cores / threads per trial].
+    /// Trials run at the same time [default: `scheduler.concurrency` from the file, else number
+    /// of cores / threads per trial].
     #[arg(long, value_name = "N")]
     pub max_concurrent: Option<usize>,
     /// Compute threads of each trial.
@@ -65,18 +66,21 @@ pub struct RunArgs {
     /// inherits its history (identical trials are not run again); the old store is unchanged.
     #[arg(long, value_name = "NEW_NAME", conflicts_with = "fresh")]
     pub fork: Option<String>,
-    /// Stop a trial still running after this many seconds and record it as timed out [0: no limit].
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
-    pub trial_timeout: f64,
+    /// Stop a trial still running after this many seconds and record it as timed out
+    /// [default: `scheduler.trial_timeout` from the file, else 0: no limit].
+    #[arg(long, value_name = "SECS")]
+    pub trial_timeout: Option<f64>,
     /// Stop a trial that prints no progress line for this many seconds and record it as stalled
-    /// [0: no limit].
-    #[arg(long, value_name = "SECS", default_value_t = crate::scheduler::DEFAULT_STALL_TIMEOUT.as_secs_f64())]
-    pub stall_timeout: f64,
-    /// Run a crashed trial (one that exits without a final record) again up to N more times.
-    #[arg(long, value_name = "N", default_value_t = crate::scheduler::DEFAULT_MAX_RETRIES)]
-    pub max_retries: u32,
+    /// [default: `scheduler.stall_timeout` from the file, else 1800; 0: no limit].
+    #[arg(long, value_name = "SECS")]
+    pub stall_timeout: Option<f64>,
+    /// Run a crashed trial (one that exits without a final record) again up to N more times
+    /// [default: `scheduler.max_retries` from the file, else 2].
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
     /// Run every trial command through this launcher (words separated by spaces), e.g.
-    /// `srun -N1 -n1`; it gets the trial command as its arguments and must pass its stdout on.
+    /// `srun -N1 -n1`; it gets the trial command as its arguments and must pass its stdout on
+    /// [default: `scheduler.launcher` from the file, else none].
     #[arg(long, value_name = "COMMAND")]
     pub launcher: Option<String>,
 }

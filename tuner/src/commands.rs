@@ -89,7 +89,7 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     if args.max_concurrent == Some(0) {
         bail!(BadInput("--max-concurrent must be at least 1".into()));
     }
-    crate::scheduler::configure(scheduler_settings(args)?);
+    crate::scheduler::configure(scheduler_settings(args, &space.scheduler)?);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -101,6 +101,7 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     let plan = RunPlan {
         max_concurrent: args
             .max_concurrent
+            .or(space.scheduler.concurrency)
             .unwrap_or((cores / args.threads_per_trial).max(1)),
         threads: args.threads_per_trial,
         space,
@@ -122,8 +123,12 @@ fn run(path: &Path, args: &RunArgs) -> Result<()> {
     }
 }
 
-/// The scheduler's limits and launcher from the run's options.
-fn scheduler_settings(args: &RunArgs) -> Result<crate::scheduler::Settings> {
+/// The scheduler's limits and launcher: each option given on the command line, else the
+/// file's `[scheduler]` key, else the built-in default.
+fn scheduler_settings(
+    args: &RunArgs,
+    file: &crate::space::SchedulerKeys,
+) -> Result<crate::scheduler::Settings> {
     let limit = |flag: &str, secs: f64| -> Result<Option<std::time::Duration>> {
         if !(secs.is_finite() && secs >= 0.0) {
             bail!(BadInput(format!(
@@ -132,23 +137,36 @@ fn scheduler_settings(args: &RunArgs) -> Result<crate::scheduler::Settings> {
         }
         Ok((secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs)))
     };
-    let launcher: Vec<String> = args
-        .launcher
-        .iter()
-        .flat_map(|l| l.split_whitespace())
-        .map(String::from)
-        .collect();
-    if args.launcher.is_some() && launcher.is_empty() {
-        bail!(BadInput(
-            "--launcher is empty: name the program trials are run through".into()
-        ));
-    }
+    let defaults = crate::scheduler::Settings::default();
+    let launcher: Vec<String> = match &args.launcher {
+        Some(l) => {
+            let words: Vec<String> = l.split_whitespace().map(String::from).collect();
+            if words.is_empty() {
+                bail!(BadInput(
+                    "--launcher is empty: name the program trials are run through".into()
+                ));
+            }
+            words
+        }
+        None => file.launcher.clone().unwrap_or_default(),
+    };
+    let trial_timeout = match args.trial_timeout.or(file.trial_timeout_secs) {
+        Some(secs) => limit("--trial-timeout", secs)?,
+        None => defaults.trial_timeout,
+    };
+    let stall_timeout = match args.stall_timeout.or(file.stall_timeout_secs) {
+        Some(secs) => limit("--stall-timeout", secs)?,
+        None => defaults.stall_timeout,
+    };
     Ok(crate::scheduler::Settings {
-        trial_timeout: limit("--trial-timeout", args.trial_timeout)?,
-        stall_timeout: limit("--stall-timeout", args.stall_timeout)?,
-        max_retries: args.max_retries,
+        trial_timeout,
+        stall_timeout,
+        max_retries: args
+            .max_retries
+            .or(file.max_retries)
+            .unwrap_or(defaults.max_retries),
         launcher,
-        ..Default::default()
+        ..defaults
     })
 }
 
@@ -160,6 +178,7 @@ fn plan_command(path: &Path) -> Result<()> {
         space.params.len()
     );
     println!("{}", data.describe(&space));
+    println!("{}", plan::describe_ranks(&space));
     println!("searched parameters (coarse grid values):");
     for p in &space.params {
         let values: Vec<String> = strategy::coarse_values(p)
@@ -268,4 +287,67 @@ fn export(target: &Path, format: ExportFormat) -> Result<()> {
         ExportFormat::CsvTrials => print!("{}", report::export_csv_trials(&trials)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let argv = ["jizhi-tune", "space.toml"].iter().chain(flags);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.run,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn file() -> crate::space::SchedulerKeys {
+        crate::space::SchedulerKeys {
+            concurrency: Some(3),
+            trial_timeout_secs: Some(120.0),
+            stall_timeout_secs: Some(0.0),
+            max_retries: Some(0),
+            launcher: Some(vec!["srun".into(), "-n1".into()]),
+        }
+    }
+
+    #[test]
+    fn scheduler_keys_apply_unless_an_option_is_given() {
+        let from_file = match scheduler_settings(&run_args(&[]), &file()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(from_file.trial_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(from_file.stall_timeout, None, "0 is no limit");
+        assert_eq!(from_file.max_retries, 0);
+        assert_eq!(from_file.launcher, ["srun", "-n1"]);
+
+        let flags = [
+            "--trial-timeout",
+            "5",
+            "--stall-timeout",
+            "7",
+            "--max-retries",
+            "4",
+            "--launcher",
+            "env",
+        ];
+        let overridden = match scheduler_settings(&run_args(&flags), &file()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(overridden.trial_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(overridden.stall_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(overridden.max_retries, 4);
+        assert_eq!(overridden.launcher, ["env"]);
+
+        let defaults = crate::scheduler::Settings::default();
+        let neither = match scheduler_settings(&run_args(&[]), &Default::default()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(neither, defaults);
+    }
 }

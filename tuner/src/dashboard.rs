@@ -256,11 +256,11 @@ pub fn study_info(
             }
         })
         .collect();
-    // Every trial trains as one data-parallel rank on the CPU in this version.
+    // Every trial trains its local ranks on the CPU in this version.
     let backend = BackendInfo {
         device: "CPU".into(),
         nominal_ranks: space.trainer.ranks,
-        ranks_per_trial: 1,
+        ranks_per_trial: space.trainer.local.ranks as u32,
         concurrency,
     };
     StudyInfo {

@@ -1,7 +1,9 @@
 //! Whether the search space a study was started with differs from the one given now, key by key.
 //!
 //! Both texts are compared as parsed TOML values, so comments, blank lines and key order are not
-//! drift; any changed value is, since it changes the plan or what a trial means.
+//! drift; any changed value is, since it changes the plan or what a trial means. The keys of
+//! `[scheduler]` are not: they say how trials are run (how many at once, time limits, retries,
+//! launcher), like the command-line options they stand for, and change no trial's command.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,9 +139,14 @@ fn key_of(d: &Difference) -> &str {
     }
 }
 
-/// Every leaf of a TOML document as dotted key -> value text (arrays are leaves); None if it does not parse.
+/// The top-level table whose keys are never drift.
+const NOT_DRIFT: &str = "scheduler";
+
+/// Every leaf of a TOML document as dotted key -> value text (arrays are leaves), `[scheduler]`
+/// left out; None if it does not parse.
 fn flatten(text: &str) -> Option<BTreeMap<String, String>> {
-    let table: toml::Table = text.parse().ok()?;
+    let mut table: toml::Table = text.parse().ok()?;
+    table.remove(NOT_DRIFT);
     let mut out = BTreeMap::new();
     walk("", &toml::Value::Table(table), &mut out);
     Some(out)
@@ -193,6 +200,20 @@ mod tests {
                 "params.warmup_epochs.min: (not set) -> 0.0",
             ]
         );
+    }
+
+    #[test]
+    fn scheduler_keys_are_not_drift() {
+        let scheduled = format!(
+            "{SPACE}[scheduler]\nconcurrency = 4\ntrial_timeout = \"30m\"\nlauncher = \"srun -n1\"\n"
+        );
+        assert_eq!(compare(SPACE, 7, &scheduled, 7), vec![]);
+        assert_eq!(compare(&scheduled, 7, SPACE, 7), vec![]);
+        let retimed = scheduled.replace("\"30m\"", "\"1h\"");
+        assert_eq!(compare(&scheduled, 7, &retimed, 7), vec![]);
+        // Everything else still counts next to it.
+        let changed = retimed.replace("max = 4.0", "max = 8.0");
+        assert_eq!(compare(&scheduled, 7, &changed, 7).len(), 1);
     }
 
     #[test]

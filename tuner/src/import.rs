@@ -39,6 +39,8 @@ struct ExportedTrial {
     attempts: u32,
     final_val_top1: Option<f64>,
     wall_secs: Option<f64>,
+    #[serde(default)]
+    modelled_step_secs: Option<f64>,
     error: Option<String>,
     epochs: Vec<EpochMetrics>,
 }
@@ -95,6 +97,7 @@ fn read(file: &Path) -> Result<Vec<TrialRecord>> {
             error: row.error,
             final_val_top1: row.final_val_top1,
             wall_secs: row.wall_secs,
+            modelled_step_secs: row.modelled_step_secs,
             epochs: row.epochs,
         });
     }

@@ -1,6 +1,7 @@
 //! From a validated search space to concrete trials: data set, proxy scaling and trial configs.
 
-use crate::space::{Effect, ModelName, ParamValue, SearchSpace};
+use crate::space::{segments_of, AlgorithmName, Effect, ModelName, ParamValue, SearchSpace};
+use jizhi_trainer::collective::Algorithm;
 use jizhi_trainer::{LossScale, ModelKind, TrainConfig};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -68,13 +69,44 @@ impl DataPlan {
             .collect();
         format!(
             "data: no ImageNet folder configured; using the embedded Fashion-MNIST ({} training images, {}) \
-             as a stand-in, batch sizes scaled to keep ImageNet's steps per epoch: {}; model: {} (its 28×28 proxy)",
+             as a stand-in, batch sizes scaled to keep ImageNet's steps per epoch: {}; model: {} (its 28×28 proxy {})",
             self.train_images,
             self.dir.display(),
             scaling.join(", "),
             space.trainer.model.as_str(),
+            proxy_model(space.trainer.model).name(),
         )
     }
+}
+
+/// How a study's nominal ranks are trained and modelled, in one line.
+pub fn describe_ranks(space: &SearchSpace) -> String {
+    let t = &space.trainer;
+    let local = &t.local;
+    let modelled = match &space.cluster {
+        Some(c) => format!(
+            "speed modelled on a cluster of {} {} GPUs over {}",
+            c.gpus,
+            c.gpu.name(),
+            c.network.name()
+        ),
+        None => "no cluster modelled".into(),
+    };
+    let mut how = vec![format!("{} all-reduce", local.algorithm.as_str())];
+    if let Some(k) = local.group_size.filter(|_| local.algorithm.grouped()) {
+        how.push(format!("groups of {k}"));
+    }
+    how.push(format!("segments {}", local.segments));
+    if local.sync_bn {
+        how.push("synchronised BN".into());
+    }
+    format!(
+        "ranks: {} nominal, trained as {} CPU data-parallel rank{} per trial ({} unless searched); {modelled}",
+        t.ranks,
+        local.ranks,
+        if local.ranks == 1 { "" } else { "s" },
+        how.join(", "),
+    )
 }
 
 /// Why a search space cannot be turned into trials on this build.
@@ -89,9 +121,15 @@ pub enum PlanError {
         /// The configured folder.
         dir: PathBuf,
     },
-    /// The model has no CPU implementation yet.
-    #[error("model `{0}` has no CPU implementation in this version; use `alexnet-bn`")]
-    ModelUnsupported(&'static str),
+}
+
+/// The 28×28 model that stands for a study's nominal model on the embedded data (the modelled
+/// cluster still prices the full-size network: see `costmodel::trial::counterpart`).
+pub fn proxy_model(model: ModelName) -> ModelKind {
+    match model {
+        ModelName::AlexnetBn => ModelKind::AlexnetBnProxy,
+        ModelName::Resnet50 => ModelKind::Resnet20Proxy,
+    }
 }
 
 /// The kinds of stage of a study.
@@ -169,12 +207,7 @@ pub fn train_config(
     threads: usize,
     seed: u64,
 ) -> Result<TrainConfig, PlanError> {
-    let model = match space.trainer.model {
-        ModelName::AlexnetBn => ModelKind::AlexnetBnProxy,
-        ModelName::Resnet50 => {
-            return Err(PlanError::ModelUnsupported(ModelName::Resnet50.as_str()))
-        }
-    };
+    let model = proxy_model(space.trainer.model);
     let (epochs, fraction) = fidelity(space, spec.stage);
     // A shorter stage runs the whole schedule compressed into its own epochs.
     let compression = epochs as f64 / space.trainer.epochs as f64;
@@ -201,9 +234,39 @@ pub fn train_config(
     cfg.loss_scale = loss_scale;
     cfg.fusion_threshold_bytes =
         (num(&spec.point, "fusion_threshold_mib") * 1024.0 * 1024.0).round() as u64;
+    set_ranks(space, &spec.point, &mut cfg);
     cfg.threads = threads;
     cfg.seed = seed.wrapping_add(spec.seed_offset);
     Ok(cfg)
+}
+
+/// The trial's data-parallel ranks: `[trainer]`'s local-rank keys, with the searched speed
+/// parameters (segments, algorithm, group size) taking their values from the point.
+fn set_ranks(space: &SearchSpace, point: &Point, cfg: &mut TrainConfig) {
+    let local = &space.trainer.local;
+    cfg.ranks = local.ranks;
+    cfg.sync_bn = local.sync_bn;
+    let algorithm = match point.get("algorithm") {
+        Some(ParamValue::Text(name)) => AlgorithmName::parse(name).unwrap_or(local.algorithm),
+        _ => local.algorithm,
+    };
+    // Validation made sure a grouped algorithm has a group size; a ring ignores it.
+    let group = match point.get("group_size") {
+        Some(ParamValue::Num(k)) => *k as usize,
+        _ => local.group_size.unwrap_or(1),
+    };
+    cfg.algorithm = match algorithm {
+        AlgorithmName::Ring => Algorithm::Ring,
+        AlgorithmName::Hierarchical => Algorithm::Hierarchical { group },
+        AlgorithmName::Hybrid => Algorithm::Hybrid {
+            group,
+            threshold: local.hybrid_threshold_bytes,
+        },
+    };
+    cfg.segments = point
+        .get("segments")
+        .and_then(segments_of)
+        .unwrap_or_else(|| local.segments.clone());
 }
 
 #[cfg(test)]
@@ -215,6 +278,139 @@ mod tests {
             dir: PathBuf::from("/x"),
             is_proxy: true,
             train_images: 60_000,
+        }
+    }
+
+    const SPACE: &str = r#"[study]
+name = "p"
+[trainer]
+model = "MODEL"
+epochs = 2
+precision = "fp16"
+optimizer = "lars"
+ranks = 1024
+TRAINER
+[batch]
+sizes = [65536]
+[params.peak_lr]
+scale = "log"
+min = 0.5
+max = 2.0
+coarse_step = 2.0
+fine_step = 1.5
+[stages.coarse]
+points = 1
+epochs = 1
+[stages.refine]
+points = 1
+epochs = 1
+"#;
+
+    fn space(model: &str, trainer: &str) -> SearchSpace {
+        let text = SPACE.replace("MODEL", model).replace("TRAINER", trainer);
+        match crate::space::parse(std::path::Path::new("p.toml"), &text) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn spec(point: &[(&str, ParamValue)]) -> TrialSpec {
+        TrialSpec {
+            id: 1,
+            stage: Stage::Probe(Effect::Speed),
+            batch: 65536,
+            proxy_batch: 3072,
+            point: point
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .chain([("peak_lr".to_string(), ParamValue::Num(1.0))])
+                .collect(),
+            seed_offset: 0,
+        }
+    }
+
+    fn config(space: &SearchSpace, point: &[(&str, ParamValue)]) -> TrainConfig {
+        match train_config(space, &plan(), &spec(point), 1, 0) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn resnet50_trains_its_28x28_proxy_and_says_so() {
+        let s = space("resnet50", "");
+        assert_eq!(config(&s, &[]).model, ModelKind::Resnet20Proxy);
+        let line = plan().describe(&s);
+        assert!(
+            line.contains("model: resnet50 (its 28×28 proxy resnet20-proxy)"),
+            "{line}"
+        );
+        let s = space("alexnet-bn", "");
+        assert_eq!(config(&s, &[]).model, ModelKind::AlexnetBnProxy);
+    }
+
+    #[test]
+    fn local_ranks_and_searched_speed_parameters_reach_the_trial() {
+        use jizhi_trainer::ranks::segments::Segments;
+        let s = space(
+            "alexnet-bn",
+            "local_ranks = 4\nsync_bn = true\nalgorithm = \"hybrid\"\ngroup_size = 2\nhybrid_threshold_mib = 2.0\nsegments = [3, 9]",
+        );
+        let fixed = config(&s, &[]);
+        assert_eq!(fixed.ranks, 4);
+        assert!(fixed.sync_bn);
+        assert_eq!(
+            fixed.algorithm,
+            Algorithm::Hybrid {
+                group: 2,
+                threshold: 2 << 20
+            }
+        );
+        assert_eq!(fixed.segments, Segments::At(vec![3, 9]));
+        // A searched value wins over the [trainer] key.
+        let searched = config(
+            &s,
+            &[
+                ("segments", ParamValue::Text("auto".into())),
+                ("algorithm", ParamValue::Text("hierarchical".into())),
+                ("group_size", ParamValue::Num(4.0)),
+                ("fusion_threshold_mib", ParamValue::Num(16.0)),
+            ],
+        );
+        assert_eq!(searched.segments, Segments::Auto);
+        assert_eq!(searched.algorithm, Algorithm::Hierarchical { group: 4 });
+        assert_eq!(searched.fusion_threshold_bytes, 16 << 20);
+        let counted = config(&s, &[("segments", ParamValue::Num(8.0))]);
+        assert_eq!(counted.segments, Segments::Count(8));
+    }
+
+    #[test]
+    fn only_spaces_that_set_ranks_or_a_cluster_change_the_trial_command() {
+        let old = space("alexnet-bn", "");
+        let cfg = config(&old, &[]);
+        let plain = crate::trial::command_line(&cfg, old.cluster.as_ref());
+        assert!(
+            !plain
+                .iter()
+                .any(|a| a == "--ranks" || a.starts_with("--model-") || a == "--segments"),
+            "{plain:?}"
+        );
+        let text = SPACE
+            .replace("MODEL", "resnet50")
+            .replace("TRAINER", "local_ranks = 2\nsegments = 4")
+            + "[cluster]\ngpu = \"p40\"\nnetwork = \"100gbe\"\n";
+        let s = match crate::space::parse(std::path::Path::new("p.toml"), &text) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let args = crate::trial::command_line(&config(&s, &[]), s.cluster.as_ref()).join(" ");
+        for want in [
+            "--ranks 2",
+            "--segments 4",
+            "--model-cluster 1024 --model-gpu p40 --model-network 100gbe",
+            "--model resnet20-proxy",
+        ] {
+            assert!(args.contains(want), "{want} not in {args}");
         }
     }
 

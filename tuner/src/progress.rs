@@ -130,9 +130,12 @@ impl Progress {
                 }
                 let what = match r.status {
                     TrialStatus::Finished => format!(
-                        "finished: val top-1 {} in {}",
+                        "finished: val top-1 {} in {}{}",
                         percent(r.final_val_top1.unwrap_or(0.0)),
-                        duration(r.wall_secs.unwrap_or(0.0))
+                        duration(r.wall_secs.unwrap_or(0.0)),
+                        r.modelled_step_secs
+                            .map(|s| format!(", modelled cluster step {:.1} ms", 1e3 * s))
+                            .unwrap_or_default()
                     ),
                     _ => format!(
                         "{}: {}",

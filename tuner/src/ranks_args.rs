@@ -7,7 +7,7 @@ use jizhi_trainer::ranks::segments::Segments;
 use jizhi_trainer::TrainConfig;
 
 /// Message size from which the hybrid algorithm switches to the ring unless set.
-const HYBRID_THRESHOLD: u64 = 1 << 20;
+const HYBRID_THRESHOLD: u64 = crate::space::DEFAULT_HYBRID_THRESHOLD_BYTES;
 
 /// How a trial's ranks split the batch and sum their gradients.
 #[derive(Debug, Clone, Args)]
@@ -129,4 +129,16 @@ pub fn command_args(cfg: &TrainConfig) -> Vec<String> {
         args.push("--sync-bn".into());
     }
     args
+}
+
+/// The options that model a trial's speed settings on `cluster`.
+pub fn cluster_args(cluster: &crate::space::ModelledCluster) -> Vec<String> {
+    vec![
+        "--model-cluster".into(),
+        cluster.gpus.to_string(),
+        "--model-gpu".into(),
+        cluster.gpu.name().into(),
+        "--model-network".into(),
+        cluster.network.name().into(),
+    ]
 }

@@ -120,6 +120,8 @@ struct ExportTrial<'a> {
     attempts: u32,
     final_val_top1: Option<f64>,
     wall_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modelled_step_secs: Option<f64>,
     error: Option<&'a str>,
     epochs: &'a [jizhi_store::EpochMetrics],
 }
@@ -138,6 +140,7 @@ pub fn export_json(trials: &[TrialRecord]) -> serde_json::Result<String> {
             attempts: t.attempts,
             final_val_top1: t.final_val_top1,
             wall_secs: t.wall_secs,
+            modelled_step_secs: t.modelled_step_secs,
             error: t.error.as_deref(),
             epochs: &t.epochs,
         })

@@ -336,7 +336,7 @@ fn run_one(exp: &Experiment, log: &Mutex<()>) -> Row {
     let result = (|| -> Result<()> {
         let exe = std::env::current_exe().context("locating the jizhi-tune executable")?;
         let mut child = Command::new(exe)
-            .args(command_line(&exp.cfg))
+            .args(command_line(&exp.cfg, None))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

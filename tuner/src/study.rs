@@ -174,7 +174,7 @@ fn reconcile(
     for spec in specs {
         let params = params_json(&spec.point);
         let cfg = plan::train_config(&run.space, &run.data, spec, run.threads, run.seed)?;
-        let args = trial::command_line(&cfg);
+        let args = trial::command_line(&cfg, run.space.cluster.as_ref());
         let record = match existing.remove(&spec.id) {
             Some(r) if r.params != params || r.batch != spec.batch => bail!(
                 "trial {} in the store does not match the plan; the store belongs to another study version \
@@ -195,6 +195,7 @@ fn reconcile(
                     error: None,
                     final_val_top1: None,
                     wall_secs: None,
+                    modelled_step_secs: None,
                     epochs: Vec::new(),
                 };
                 if let Some(parent_id) = reusable.take(store, &r, &args)? {
@@ -328,10 +329,7 @@ fn stage_line(run: &RunPlan, step: &Step, planned: usize, to_run: usize) -> Stri
 /// Runs (or resumes) a study to its end and prints the summary.
 pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     println!("{}", run.data.describe(&run.space));
-    println!(
-        "ranks: {} nominal, trained as one CPU data-parallel rank per trial; {} trial(s) at a time, {} thread(s) each",
-        run.space.trainer.ranks, run.max_concurrent, run.threads
-    );
+    println!("{}", ranks_line(&run));
     let store = Arc::new(open_study(&mut run, &start)?);
     let exe = std::env::current_exe().context("locating the jizhi-tune executable")?;
     let shown = run.space.params.iter().map(|p| p.name.clone()).collect();
@@ -404,6 +402,16 @@ pub fn run(mut run: RunPlan, start: Start) -> Result<()> {
     }
     println!("store: {}", run.store_dir.display());
     Ok(())
+}
+
+/// The line that says how the nominal ranks are trained and modelled, and how trials run.
+fn ranks_line(run: &RunPlan) -> String {
+    format!(
+        "{}; {} trial(s) at a time, {} thread(s) each",
+        plan::describe_ranks(&run.space),
+        run.max_concurrent,
+        run.threads
+    )
 }
 
 /// Mean ± standard deviation of every confirmed configuration, per batch size.

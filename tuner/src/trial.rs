@@ -114,8 +114,13 @@ impl TrialArgs {
     }
 }
 
-/// The `trial` command line that reproduces a configuration (what launchers run).
-pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
+/// The `trial` command line that reproduces a configuration (what launchers run), modelling its
+/// speed settings on `cluster` when one is given. Options at their defaults are left out, so
+/// the commands recorded before an option existed still match.
+pub fn command_line(
+    cfg: &TrainConfig,
+    cluster: Option<&crate::space::ModelledCluster>,
+) -> Vec<String> {
     let mut args: Vec<String> = vec!["trial".into()];
     let mut push = |k: &str, v: String| {
         args.push(format!("--{k}"));
@@ -178,6 +183,9 @@ pub fn command_line(cfg: &TrainConfig) -> Vec<String> {
         args.push("--decay-bias-and-bn".into());
     }
     args.extend(crate::ranks_args::command_args(cfg));
+    if let Some(cluster) = cluster {
+        args.extend(crate::ranks_args::cluster_args(cluster));
+    }
     args
 }
 
@@ -241,8 +249,20 @@ mod tests {
         cfg.label_smoothing = 0.1;
         cfg.model = ModelKind::Resnet20Proxy;
         cfg.min_loss_scale = 0.25;
+        cfg.ranks = 4;
+        cfg.sync_bn = true;
+        cfg.algorithm = jizhi_trainer::collective::Algorithm::Hybrid {
+            group: 2,
+            threshold: 4096,
+        };
+        cfg.segments = jizhi_trainer::ranks::segments::Segments::At(vec![3, 9]);
+        let cluster = crate::space::ModelledCluster {
+            gpus: 1024,
+            gpu: jizhi_trainer::costmodel::Gpu::H200,
+            network: jizhi_trainer::costmodel::Network::IbNdr,
+        };
         let mut argv = vec!["x".to_string()];
-        argv.extend(command_line(&cfg));
+        argv.extend(command_line(&cfg, Some(&cluster)));
         let parsed = match Wrapper::try_parse_from(argv) {
             Ok(Wrapper {
                 cmd: crate::cli::Command::Trial(t),
@@ -254,5 +274,25 @@ mod tests {
             Err(e) => panic!("{e:#}"),
         };
         assert_eq!(back, cfg);
+        assert_eq!(parsed.cluster.model_cluster, Some(1024));
+        assert_eq!(parsed.cluster.model_gpu, "h200");
+        assert_eq!(parsed.cluster.model_network, "ib-ndr");
+    }
+
+    #[test]
+    fn default_ranks_and_no_cluster_add_no_options() {
+        let cfg = TrainConfig::proxy_default("/data");
+        let args = command_line(&cfg, None).join(" ");
+        for flag in [
+            "--ranks",
+            "--sync-bn",
+            "--algorithm",
+            "--group-size",
+            "--segments",
+            "--model-cluster",
+            "--model-gpu",
+        ] {
+            assert!(!args.contains(flag), "{flag} in {args}");
+        }
     }
 }

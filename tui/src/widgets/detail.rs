@@ -73,7 +73,7 @@ impl TrialDetail<'_> {
                 .map(|(k, v)| vec![Span::raw(format!("{k}={}", value_text(v)))]),
         );
         let mut lines = wrap_items(params, width, 2);
-        let facts = [
+        let mut facts = vec![
             "run".to_string(),
             format!("attempts {}", t.attempts),
             format!("wall {wall}"),
@@ -81,6 +81,10 @@ impl TrialDetail<'_> {
             scale_text,
             format!("{skipped} skipped step(s)"),
         ];
+        // Only studies with a modelled cluster have it.
+        if let Some(secs) = t.modelled_step_secs {
+            facts.push(format!("modelled cluster step {:.1} ms", 1e3 * secs));
+        }
         let facts = facts.into_iter().enumerate().map(|(i, f)| {
             vec![if i == 0 {
                 Span::styled(f, muted)
@@ -358,5 +362,15 @@ mod tests {
         for (w, h) in [(0, 0), (1, 1), (10, 4), (30, 6)] {
             render(&view, &t, w, h);
         }
+    }
+
+    #[test]
+    fn a_modelled_cluster_step_is_shown_when_the_study_has_one() {
+        let view = StudyView::live(info(), trials());
+        let mut t = trial(8, "speed", 0, TrialStatus::Finished, &[0.7]);
+        assert!(!render(&view, &t, 120, 20).contains("modelled"));
+        t.modelled_step_secs = Some(0.2061);
+        let text = render(&view, &t, 120, 20);
+        assert!(text.contains("modelled cluster step 206.1 ms"), "{text}");
     }
 }

@@ -319,6 +319,7 @@ fn trial(id: u64, epochs: u32) -> TrialRecord {
         error: None,
         final_val_top1: finished.then(|| 0.5 + 0.3 * fraction(id, 2)),
         wall_secs: finished.then(|| f64::from(epochs) * 30.0 * (1.0 + fraction(id, 3))),
+        modelled_step_secs: None,
         epochs: Vec::new(),
     }
 }
@@ -334,6 +335,7 @@ fn metrics(id: u64, epoch: u32) -> EpochMetrics {
         loss_scale: 65536.0,
         skipped_steps: e % 7,
         wall_secs: e as f64 * 30.0 * (1.0 + fraction(id, e * 4 + 3)),
+        underflow_fraction: 0.0,
     }
 }
 

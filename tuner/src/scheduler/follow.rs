@@ -84,6 +84,7 @@ fn metrics_of(e: &jizhi_trainer::EpochReport) -> EpochMetrics {
         loss_scale: e.loss_scale,
         skipped_steps: e.skipped_steps,
         wall_secs: e.wall_secs,
+        underflow_fraction: e.underflow_fraction,
     }
 }
 

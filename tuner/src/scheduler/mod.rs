@@ -310,6 +310,7 @@ async fn run_one(
             Outcome::Finished(last) => {
                 record.final_val_top1 = Some(last.final_val_top1);
                 record.wall_secs = Some(last.wall_secs);
+                record.modelled_step_secs = last.modelled_cluster_step_secs;
                 record.status = match last.diverged {
                     Some(reason) => {
                         record.error = Some(format!("diverged: {reason}"));
@@ -457,6 +458,7 @@ mod tests {
             error: None,
             final_val_top1: None,
             wall_secs: None,
+            modelled_step_secs: None,
             epochs: Vec::new(),
         }
     }

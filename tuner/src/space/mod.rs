@@ -5,6 +5,8 @@
 
 mod error;
 mod locate;
+mod ranks;
+mod scheduler;
 mod schema;
 mod validate;
 
@@ -35,7 +37,109 @@ pub struct SearchSpace {
     pub stages: Stages,
     /// How the stages are arranged: groups, ladder, halving.
     pub search: SearchLayout,
+    /// The GPU cluster every trial's speed settings are modelled on (`[cluster]`), if any.
+    pub cluster: Option<ModelledCluster>,
+    /// How the trials are run (`[scheduler]`); the run's command-line options override it.
+    pub scheduler: SchedulerKeys,
 }
+
+/// `[cluster]`, validated: `gpus` (the study's nominal `trainer.ranks`) GPUs of one kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelledCluster {
+    /// GPUs of the cluster.
+    pub gpus: usize,
+    /// Their kind.
+    pub gpu: jizhi_trainer::costmodel::Gpu,
+    /// The network between their nodes.
+    pub network: jizhi_trainer::costmodel::Network,
+}
+
+/// `[scheduler]`, validated; a key left out is `None` (the command line or the built-in default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulerKeys {
+    /// Trials run at the same time.
+    pub concurrency: Option<usize>,
+    /// Seconds a trial attempt may run (0: no limit).
+    pub trial_timeout_secs: Option<f64>,
+    /// Seconds a trial may go without a progress line (0: no limit).
+    pub stall_timeout_secs: Option<f64>,
+    /// Further attempts of a crashed trial.
+    pub max_retries: Option<u32>,
+    /// Program and arguments every trial command is run through.
+    pub launcher: Option<Vec<String>>,
+}
+
+/// An all-reduce algorithm by name; its group size and threshold are separate keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlgorithmName {
+    /// One ring over every rank.
+    Ring,
+    /// Reduce within groups, ring across the group leaders, broadcast back.
+    Hierarchical,
+    /// Hierarchical below the hybrid threshold, the ring from it on.
+    Hybrid,
+}
+
+impl AlgorithmName {
+    /// Every algorithm, in the order messages list them.
+    pub const ALL: [AlgorithmName; 3] = [
+        AlgorithmName::Ring,
+        AlgorithmName::Hierarchical,
+        AlgorithmName::Hybrid,
+    ];
+
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlgorithmName::Ring => "ring",
+            AlgorithmName::Hierarchical => "hierarchical",
+            AlgorithmName::Hybrid => "hybrid",
+        }
+    }
+
+    /// The algorithm called `name`.
+    pub fn parse(name: &str) -> Option<AlgorithmName> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Whether it works in groups of ranks (and so needs a group size).
+    pub fn grouped(self) -> bool {
+        self != AlgorithmName::Ring
+    }
+}
+
+/// The in-process data-parallel ranks of every trial (`[trainer]` `local_ranks` and friends).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRanks {
+    /// Ranks (P) each trial splits its batch among.
+    pub ranks: usize,
+    /// Batch-norm statistics over the global batch instead of each rank's share.
+    pub sync_bn: bool,
+    /// All-reduce algorithm (when not searched).
+    pub algorithm: AlgorithmName,
+    /// Ranks per group of the hierarchical and hybrid algorithms (when not searched).
+    pub group_size: Option<usize>,
+    /// Message size from which the hybrid algorithm uses the ring.
+    pub hybrid_threshold_bytes: u64,
+    /// All-reduce segments of the backward pass (when not searched).
+    pub segments: jizhi_trainer::ranks::segments::Segments,
+}
+
+impl Default for LocalRanks {
+    fn default() -> Self {
+        LocalRanks {
+            ranks: 1,
+            sync_bn: false,
+            algorithm: AlgorithmName::Ring,
+            group_size: None,
+            hybrid_threshold_bytes: DEFAULT_HYBRID_THRESHOLD_BYTES,
+            segments: jizhi_trainer::ranks::segments::Segments::Count(1),
+        }
+    }
+}
+
+/// Message size from which the hybrid algorithm switches to the ring unless the file says.
+pub const DEFAULT_HYBRID_THRESHOLD_BYTES: u64 = 1 << 20;
 
 /// What a parameter affects, which decides how (and how cheaply) it is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,7 +165,7 @@ impl Effect {
     /// The effect of a known parameter when the file does not say.
     pub fn of_param(name: &str) -> Effect {
         match name {
-            "fusion_threshold_mib" => Effect::Speed,
+            "fusion_threshold_mib" | "segments" | "algorithm" | "group_size" => Effect::Speed,
             "loss_scale" => Effect::Numerics,
             _ => Effect::Accuracy,
         }
@@ -156,8 +260,10 @@ pub struct TrainerSetup {
     pub weight_decay: f64,
     /// Whether bias and BN parameters get weight decay too.
     pub decay_bias_and_bn: bool,
-    /// Nominal data-parallel ranks.
+    /// Nominal data-parallel ranks: the GPUs of the cluster the study stands for.
     pub ranks: u32,
+    /// The data-parallel ranks each trial actually runs in its own process.
+    pub local: LocalRanks,
     /// Power of the polynomial decay.
     pub poly_power: f64,
     /// Whether the extra BN after pool5 is present.
@@ -281,10 +387,33 @@ pub const KNOWN_PARAMS: &[(&str, &str)] = &[
     ("warmup_epochs", "0.5"),
     ("loss_scale", "\"dynamic\""),
     ("fusion_threshold_mib", "64"),
+    ("segments", "from trainer.segments"),
+    ("algorithm", "from trainer.algorithm"),
+    ("group_size", "from trainer.group_size"),
     ("lars_eta", "from trainer.lars_eta"),
     ("momentum", "from trainer.momentum"),
     ("weight_decay", "from trainer.weight_decay"),
 ];
+
+/// The searchable speed parameters whose value, when not searched, is a `[trainer]` key: they
+/// are part of a trial's recorded parameters only when searched, so that the trials of spaces
+/// written before they existed keep their parameters.
+pub const TRAINER_KEY_PARAMS: &[&str] = &["segments", "algorithm", "group_size"];
+
+/// The segments a `segments` parameter value stands for: a count, `auto` or `at:I,J,...`.
+pub fn segments_of(value: &ParamValue) -> Option<jizhi_trainer::ranks::segments::Segments> {
+    use jizhi_trainer::ranks::segments::Segments;
+    let segments = match value {
+        ParamValue::Num(v) if *v >= 1.0 && v.fract() == 0.0 => Segments::Count(*v as usize),
+        ParamValue::Num(_) => return None,
+        ParamValue::Text(s) => s.parse::<Segments>().ok()?,
+    };
+    let ascending = match &segments {
+        Segments::At(at) => !at.is_empty() && at[0] >= 1 && at.windows(2).all(|w| w[0] < w[1]),
+        _ => true,
+    };
+    ascending.then_some(segments)
+}
 
 /// Reads and validates a search-space file.
 pub fn load(path: &Path) -> Result<SearchSpace, SpaceError> {
@@ -296,3 +425,6 @@ pub fn load(path: &Path) -> Result<SearchSpace, SpaceError> {
     })?;
     parse(path, &text)
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,27 @@ pub struct RawSpace {
     pub stages: RawStages,
     #[serde(default)]
     pub search: RawSearch,
+    pub cluster: Option<RawCluster>,
+    pub scheduler: Option<RawScheduler>,
+}
+
+/// `[cluster]`: the GPU cluster of `trainer.ranks` GPUs every trial's speed settings are modelled on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub gpu: String,
+    pub network: String,
+}
+
+/// `[scheduler]`: how the trials are run (the same as the run's command-line options, which win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduler {
+    pub concurrency: Option<i64>,
+    pub trial_timeout: Option<toml::Value>,
+    pub stall_timeout: Option<toml::Value>,
+    pub max_retries: Option<i64>,
+    pub launcher: Option<String>,
 }
 
 /// `[search]`: how the stages are arranged (parameter groups, batch-size ladder, halving).
@@ -72,6 +93,14 @@ pub struct RawTrainer {
     pub poly_power: f64,
     #[serde(default = "default_bn5")]
     pub bn5: bool,
+    #[serde(default = "default_local_ranks")]
+    pub local_ranks: i64,
+    #[serde(default)]
+    pub sync_bn: bool,
+    pub algorithm: Option<String>,
+    pub group_size: Option<i64>,
+    pub hybrid_threshold_mib: Option<f64>,
+    pub segments: Option<toml::Value>,
     /// Values used for parameters that `[params]` does not search.
     #[serde(default)]
     pub defaults: BTreeMap<String, toml::Value>,
@@ -90,6 +119,9 @@ fn default_exclude() -> Vec<String> {
     vec!["bias".into(), "bn".into()]
 }
 fn default_ranks() -> u32 {
+    1
+}
+fn default_local_ranks() -> i64 {
     1
 }
 fn default_poly_power() -> f64 {

@@ -9,13 +9,13 @@ use jizhi_trainer::{OptimizerKind, Precision};
 pub const IMAGENET_ENV: &str = "JIZHI_IMAGENET_DIR";
 
 /// Collects the file and text so each check can report a located error.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
 impl Checker<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> SpaceError {
+    pub(super) fn err(&self, key: &str, message: impl Into<String>) -> SpaceError {
         SpaceError {
             file: self.file.to_path_buf(),
             line: line_of_key(self.text, key),
@@ -24,7 +24,12 @@ impl Checker<'_> {
         }
     }
 
-    fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), SpaceError> {
+    pub(super) fn ensure(
+        &self,
+        ok: bool,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<(), SpaceError> {
         if ok {
             Ok(())
         } else {
@@ -72,6 +77,9 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
     let fixed = check_defaults(&c, &raw, &params)?;
     let stages = check_stages(&c, &raw, trainer.epochs)?;
     let search = check_search(&c, &raw, &params, &stages)?;
+    let cluster = super::ranks::check_cluster(&c, &raw, trainer.ranks)?;
+    super::ranks::check_combinations(&c, &trainer, &params, cluster.as_ref())?;
+    let scheduler = super::scheduler::check(&c, raw.scheduler.as_ref())?;
 
     Ok(SearchSpace {
         file: file.to_path_buf(),
@@ -83,6 +91,8 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
         fixed,
         stages,
         search,
+        cluster,
+        scheduler,
     })
 }
 
@@ -234,6 +244,7 @@ fn check_trainer(c: &Checker, raw: &RawSpace) -> Result<TrainerSetup, SpaceError
         weight_decay: t.weight_decay,
         decay_bias_and_bn,
         ranks: t.ranks,
+        local: super::ranks::check_local(c, t)?,
         poly_power: t.poly_power,
         bn5: t.bn5,
     })
@@ -249,10 +260,18 @@ fn check_value(c: &Checker, key: &str, name: &str, value: &ParamValue) -> Result
             *v >= 0.0
         }
         ("momentum", ParamValue::Num(v)) => (0.0..1.0).contains(v),
+        ("segments", v) => segments_of(v).is_some(),
+        ("group_size", ParamValue::Num(v)) => *v >= 1.0 && v.fract() == 0.0,
+        ("algorithm", ParamValue::Text(s)) => AlgorithmName::parse(s).is_some(),
         _ => false,
     };
     let expected = match name {
         "loss_scale" => "a positive number or \"dynamic\"",
+        "segments" => {
+            "a whole number >= 1, \"auto\", or ascending split indices >= 1 such as \"at:3,9\""
+        }
+        "group_size" => "a whole number >= 1",
+        "algorithm" => "\"ring\", \"hierarchical\" or \"hybrid\"",
         "peak_lr" | "lars_eta" => "a positive number",
         "momentum" => "a number in [0, 1)",
         _ => "a non-negative number",
@@ -375,6 +394,11 @@ fn check_param(c: &Checker, name: &str, p: &RawParam) -> Result<Param, SpaceErro
             c.ensure(step > 0.0, &key(k), "the step must be positive")?;
         }
     }
+    c.ensure(
+        p.integer || !matches!(name, "segments" | "group_size"),
+        &base,
+        format!("{name} is a whole number: set `integer = true` on its range"),
+    )?;
     let domain = Domain::Range {
         scale,
         min,
@@ -607,6 +631,11 @@ fn check_defaults(
             "unknown parameter",
         )?;
         c.ensure(
+            !TRAINER_KEY_PARAMS.contains(&name.as_str()),
+            &key,
+            format!("set `trainer.{name}` instead (its value when not searched)"),
+        )?;
+        c.ensure(
             !params.iter().any(|p| &p.name == name),
             &key,
             "this parameter is searched in [params]; remove one of the two",
@@ -616,7 +645,8 @@ fn check_defaults(
     let t = &raw.trainer;
     let mut fixed = Vec::new();
     for (name, _) in KNOWN_PARAMS {
-        if params.iter().any(|p| p.name == *name) {
+        // Unsearched, these are `[trainer]` keys, applied by the plan (see TRAINER_KEY_PARAMS).
+        if params.iter().any(|p| p.name == *name) || TRAINER_KEY_PARAMS.contains(name) {
             continue;
         }
         let key = format!("trainer.defaults.{name}");

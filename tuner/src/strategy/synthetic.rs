@@ -255,6 +255,7 @@ pub fn space(problem: Problem, budget: Budget, batches: Vec<u64>, ladder: bool) 
             weight_decay: 0.0,
             decay_bias_and_bn: false,
             ranks: 1,
+            local: Default::default(),
             poly_power: 2.0,
             bn5: true,
         },
@@ -286,6 +287,8 @@ pub fn space(problem: Problem, budget: Budget, batches: Vec<u64>, ladder: bool) 
             lr_scaling: LrScaling::Sqrt,
             keep_fraction: 0.5,
         },
+        cluster: None,
+        scheduler: Default::default(),
     }
 }
 
@@ -369,6 +372,7 @@ fn record(id: u64, stage: String, batch: u64, point: &Point, value: f64) -> Tria
         error: None,
         final_val_top1: Some(value),
         wall_secs: Some(1.0),
+        modelled_step_secs: None,
         epochs: Vec::new(),
     }
 }

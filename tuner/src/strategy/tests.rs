@@ -200,6 +200,7 @@ fn finished(
         error: None,
         final_val_top1: Some(top1),
         wall_secs: Some(1.0),
+        modelled_step_secs: None,
         epochs: vec![EpochMetrics {
             epoch: 1,
             step: 100,
@@ -209,6 +210,7 @@ fn finished(
             loss_scale: 1024.0,
             skipped_steps: skipped,
             wall_secs: 1.0,
+            underflow_fraction: 0.0,
         }],
     }
 }
