@@ -35,7 +35,7 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamKind, ParamStore};
-use crate::precision::{round, round_counting, HalfFormat, Underflow};
+use crate::precision::{round_counting, round_par, HalfFormat, Underflow};
 
 /// Dropout probability of fc6 and fc7 unless set otherwise.
 const DROPOUT: f32 = 0.5;
@@ -271,7 +271,7 @@ impl AlexnetBn {
                 if let Some(r) = rng.as_deref_mut() {
                     dropout::sample_mask(r, self.dropout, h.len(), &mut self.masks[i]);
                     dropout::forward_in_place(&self.masks[i], h);
-                    round(fmt, h); // x2 can overflow half
+                    round_par(par, fmt, h); // x2 can overflow half
                 }
             }
         }
@@ -307,7 +307,7 @@ impl AlexnetBn {
             if i > 0 {
                 if train {
                     dropout::backward(&self.masks[i - 1], cur);
-                    round(fmt, cur);
+                    round_par(par, fmt, cur);
                 }
                 relu::backward(&self.fc_out[i - 1], cur);
             }

@@ -14,7 +14,7 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamId, ParamKind, ParamStore};
-use crate::precision::{round_counting, HalfFormat, Underflow};
+use crate::precision::{round_counting, round_counting_par, round_par, HalfFormat, Underflow};
 
 /// RNG stream used for weight initialisation.
 pub(crate) const INIT_STREAM: u64 = 0;
@@ -449,7 +449,7 @@ impl Dense {
         y.resize(n * self.lin.out, 0.0);
         self.lin
             .forward(par, x, n, &w[self.w.r.clone()], &w[self.b.r.clone()], y);
-        crate::precision::round(fmt, y);
+        round_par(par, fmt, y);
     }
 
     /// Writes the parameter gradients and dL/dx (into `dx`), announcing the parameters.
@@ -473,7 +473,7 @@ impl Dense {
             .backward(par, x, dy, n, &w[self.w.r.clone()], dw, db, Some(dx));
         u.add(round_counting(fmt, dw));
         u.add(round_counting(fmt, db));
-        u.add(round_counting(fmt, dx));
+        u.add(round_counting_par(par, fmt, dx));
         ready.done(grads, &[&self.w.r, &self.b.r]);
     }
 }
