@@ -1,5 +1,10 @@
 //! Emulation of half-precision storage: values are computed in f32 and rounded to IEEE
 //! half (or bfloat16) wherever a GPU would store a half tensor.
+//!
+//! Rounding (and counting the gradient values it flushes to zero) is one pass over the buffer:
+//! 16 lanes at a time with AVX-512 where the CPU has it (detected at run time, `x86`), else a
+//! portable path; both give the same bits. Layers call it on each piece of output right after
+//! computing it, while it is still in cache.
 
 use crate::config::Precision;
 use crate::parallel::Par;
