@@ -347,7 +347,7 @@ impl Conv2d {
 
     /// Writes `dweight`, `dbias` (if the convolution has a bias) and (if asked) `dx` from the
     /// output gradient `dy`; `dx` is rounded to `dx_fmt` chunk by chunk as it is produced, and
-    /// the returned count says how many of its values that flushed to zero.
+    /// the returned count says how many of its values flushed to zero.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
