@@ -46,32 +46,62 @@ pub fn time_train_steps(
     warmup: usize,
     steps: usize,
 ) -> Result<StepTimes, TrainError> {
-    cfg.validate()?;
-    if cfg.batch > TRAIN_IMAGES {
+    let mut times = time_train_steps_interleaved(std::slice::from_ref(cfg), warmup, steps)?;
+    Ok(times.remove(0))
+}
+
+/// [`time_train_steps`] for several configurations (same batch) in one process, one step of
+/// each in turn: a change in the machine's load hits all of them alike, so their ratios hold
+/// even where absolute times drift (a shared machine).
+pub fn time_train_steps_interleaved(
+    cfgs: &[TrainConfig],
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<StepTimes>, TrainError> {
+    let Some(first) = cfgs.first() else {
+        return Ok(Vec::new());
+    };
+    for cfg in cfgs {
+        cfg.validate()?;
+        if cfg.batch != first.batch || cfg.data_dir != first.data_dir {
+            return Err(TrainError::InvalidConfig(
+                "interleaved benchmarks share one batch and data set".into(),
+            ));
+        }
+    }
+    if first.batch > TRAIN_IMAGES {
         return Err(TrainError::InvalidConfig(format!(
             "batch {} exceeds the {TRAIN_IMAGES} training images",
-            cfg.batch
+            first.batch
         )));
     }
-    let data = Dataset::load_cached(&cfg.data_dir)?;
+    let data = Dataset::load_cached(&first.data_dir)?;
     let table = normalisation_table();
-    let images: Vec<f32> = data.train_images[..cfg.batch * PIXELS]
+    let images: Vec<f32> = data.train_images[..first.batch * PIXELS]
         .iter()
         .map(|&v| table[v as usize])
         .collect();
-    let labels = &data.train_labels[..cfg.batch];
-    let mut state = StepState::new(cfg)?;
+    let labels = &data.train_labels[..first.batch];
+    let mut states = cfgs
+        .iter()
+        .map(StepState::new)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut underflow = Underflow::default();
-    let mut secs = Vec::with_capacity(steps);
+    let mut secs = vec![Vec::with_capacity(steps); cfgs.len()];
     for i in 0..warmup + steps {
-        let t = Instant::now();
-        state.step(&images, labels, cfg.batch, cfg.peak_lr, &mut underflow)?;
-        if i >= warmup {
-            secs.push(t.elapsed().as_secs_f64());
+        for ((state, cfg), s) in states.iter_mut().zip(cfgs).zip(secs.iter_mut()) {
+            let t = Instant::now();
+            state.step(&images, labels, cfg.batch, cfg.peak_lr, &mut underflow)?;
+            if i >= warmup {
+                s.push(t.elapsed().as_secs_f64());
+            }
         }
     }
-    Ok(StepTimes {
-        batch: cfg.batch,
-        secs,
-    })
+    Ok(secs
+        .into_iter()
+        .map(|secs| StepTimes {
+            batch: first.batch,
+            secs,
+        })
+        .collect())
 }

@@ -4,6 +4,11 @@
 use std::sync::Arc;
 
 use crate::parallel::{reduce_f64, Par};
+use crate::precision::{round, round_counting, HalfFormat, Underflow};
+
+/// Rows an epilogue writes before rounding them to the half format, so the rounding reads
+/// values that are still in L1.
+const ROUND_ROWS: usize = 64;
 
 /// Sums per-channel batch-norm statistics over the data-parallel ranks that share one batch
 /// (synchronised BN); without it every rank normalises over its local batch, as on P GPUs.
@@ -62,7 +67,7 @@ impl BatchNorm {
     }
 
     /// Training forward: normalises with the batch statistics, updates the running ones,
-    /// and writes `y = gamma * xhat + beta` (then `max(y, 0)` if `relu`).
+    /// and writes `y = gamma * xhat + beta` (then `max(y, 0)` if `relu`), rounded to `fmt`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_train(
         &mut self,
@@ -73,6 +78,7 @@ impl BatchNorm {
         beta: &[f32],
         y: &mut [f32],
         relu: bool,
+        fmt: Option<HalfFormat>,
     ) {
         let c = self.c;
         let parts = par.run_ranges(rows, |r| {
@@ -102,10 +108,10 @@ impl BatchNorm {
             self.running_var[j] = (1.0 - mo) * self.running_var[j] + mo * unbiased as f32;
         }
         let (mean, invstd) = (self.mean.clone(), self.invstd.clone());
-        self.apply(par, x, rows, &mean, &invstd, gamma, beta, y, relu);
+        self.apply(par, x, rows, &mean, &invstd, gamma, beta, y, relu, fmt);
     }
 
-    /// Evaluation forward with the running statistics.
+    /// Evaluation forward with the running statistics, rounded to `fmt`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_eval(
         &self,
@@ -116,6 +122,7 @@ impl BatchNorm {
         beta: &[f32],
         y: &mut [f32],
         relu: bool,
+        fmt: Option<HalfFormat>,
     ) {
         let invstd: Vec<f32> = self
             .running_var
@@ -132,10 +139,13 @@ impl BatchNorm {
             beta,
             y,
             relu,
+            fmt,
         );
     }
 
-    /// `y = (x - mean) * invstd * gamma + beta`, folded into one multiply-add per value.
+    /// `y = (x - mean) * invstd * gamma + beta`, folded into one multiply-add per value;
+    /// rounded to `fmt` every [`ROUND_ROWS`] rows (`relu(round(v)) == round(relu(v))`, so the
+    /// fused output is exactly the rounded BN output passed through the ReLU).
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
@@ -148,6 +158,7 @@ impl BatchNorm {
         beta: &[f32],
         y: &mut [f32],
         relu: bool,
+        fmt: Option<HalfFormat>,
     ) {
         let c = self.c;
         let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(&g, &i)| g * i).collect();
@@ -158,19 +169,21 @@ impl BatchNorm {
             .map(|((&b, &m), &s)| b - m * s)
             .collect();
         par.run_split(rows, &mut y[..rows * c], c, |r, yp| {
-            for (yr, xr) in yp
-                .chunks_exact_mut(c)
-                .zip(x[r.start * c..r.end * c].chunks_exact(c))
-            {
-                for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
-                    let v = v * s + t;
-                    *o = if relu { v.max(0.0) } else { v };
+            let xp = &x[r.start * c..r.end * c];
+            for (yb, xb) in yp.chunks_mut(ROUND_ROWS * c).zip(xp.chunks(ROUND_ROWS * c)) {
+                for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                    for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
+                        let v = v * s + t;
+                        *o = if relu { v.max(0.0) } else { v };
+                    }
                 }
+                round(fmt, yb);
             }
         });
     }
 
-    /// Training backward, in place: `grad` holds dL/dy on entry and dL/dx on return.
+    /// Training backward, in place: `grad` holds dL/dy on entry and dL/dx on return, rounded
+    /// to `dx_fmt` as it is produced (the returned count: dx values that flushed to zero).
     /// With `relu_out = Some(y)` the ReLU that followed is folded in (`y` is its output).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
@@ -183,7 +196,8 @@ impl BatchNorm {
         gamma: &[f32],
         dgamma: &mut [f32],
         dbeta: &mut [f32],
-    ) {
+        dx_fmt: Option<HalfFormat>,
+    ) -> Underflow {
         let c = self.c;
         let (mean, invstd) = (&self.mean, &self.invstd);
         // pass 1: fold the ReLU mask into the gradient in place and sum g and g*(x - mean)
@@ -231,15 +245,25 @@ impl BatchNorm {
             cb[j] = -gi * invstd[j] * sdxhat / m;
             ck[j] = -gi * sdy / m - cb[j] * mean[j];
         }
-        // pass 2: dx = a*g + b*x + k (the mask is already in g)
-        par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
+        // pass 2: dx = a*g + b*x + k (the mask is already in g), rounded block by block
+        let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
             let xs = &x[r.start * c..r.end * c];
-            for (gr, xr) in gp.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-                for ((((g, &x), &a), &b), &k) in gr.iter_mut().zip(xr).zip(&ca).zip(&cb).zip(&ck) {
-                    *g = a * *g + b * x + k;
+            let mut u = Underflow::default();
+            for (gb, xb) in gp.chunks_mut(ROUND_ROWS * c).zip(xs.chunks(ROUND_ROWS * c)) {
+                for (gr, xr) in gb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                    for ((((g, &x), &a), &b), &k) in
+                        gr.iter_mut().zip(xr).zip(&ca).zip(&cb).zip(&ck)
+                    {
+                        *g = a * *g + b * x + k;
+                    }
                 }
+                u.add(round_counting(dx_fmt, gb));
             }
+            u
         });
+        let mut u = Underflow::default();
+        parts.into_iter().for_each(|p| u.add(p));
+        u
     }
 }
 
@@ -290,12 +314,12 @@ mod tests {
         let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
             let mut bn = BatchNorm::new(c);
             let mut y = vec![0.0; rows * c];
-            bn.forward_train(&par, x, rows, g, b, &mut y, relu);
+            bn.forward_train(&par, x, rows, g, b, &mut y, relu, None);
             y
         };
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, relu);
+        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, relu, None);
         let mut grad = r.clone();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
         bn.backward(
@@ -307,6 +331,7 @@ mod tests {
             &gamma,
             &mut dg,
             &mut db,
+            None,
         );
         assert_close(
             &grad,
@@ -346,17 +371,19 @@ mod tests {
         let r = rand_vec(14, rows * c, 1.0);
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, false);
+        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, false, None);
         let mut z = vec![0.0; rows * c];
         crate::layers::relu::forward(&y, &mut z);
         let mut g1 = r.clone();
         crate::layers::relu::backward(&z, &mut g1);
         let (mut dg1, mut db1) = (vec![0.0; c], vec![0.0; c]);
-        bn.backward(&par, &x, None, &mut g1, rows, &gamma, &mut dg1, &mut db1);
+        bn.backward(
+            &par, &x, None, &mut g1, rows, &gamma, &mut dg1, &mut db1, None,
+        );
 
         let mut bn2 = BatchNorm::new(c);
         let mut z2 = vec![0.0; rows * c];
-        bn2.forward_train(&par, &x, rows, &gamma, &beta, &mut z2, true);
+        bn2.forward_train(&par, &x, rows, &gamma, &beta, &mut z2, true, None);
         assert_eq!(z, z2);
         let mut g2 = r.clone();
         let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
@@ -369,6 +396,7 @@ mod tests {
             &gamma,
             &mut dg2,
             &mut db2,
+            None,
         );
         assert_close(&g2, &g1, 1e-5, "fused dx");
         assert_close(&dg2, &dg1, 1e-5, "fused dgamma");
@@ -380,11 +408,82 @@ mod tests {
         let mut bn = BatchNorm::new(1);
         let x = [1.0f32, 2.0, 3.0, 4.0];
         let mut y = [0.0f32; 4];
-        bn.forward_train(&Par::new(1), &x, 4, &[1.0], &[0.0], &mut y, false);
+        bn.forward_train(&Par::new(1), &x, 4, &[1.0], &[0.0], &mut y, false, None);
         assert!((bn.running_mean[0] - 0.25).abs() < 1e-6);
         // unbiased var = 5/3; 0.9 * 1 + 0.1 * 5/3
         assert!((bn.running_var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
         let s: f32 = y.iter().sum();
         assert!(s.abs() < 1e-5);
+    }
+
+    #[test]
+    fn rounding_inside_the_epilogues_equals_rounding_after_them() {
+        let (rows, c) = (301, 6); // several rounding blocks per thread, and a short last one
+        let par = Par::new(2);
+        let x = rand_vec(21, rows * c, 1.0);
+        let gamma = vec![1.0, 0.5, -1.5, 2.0, 0.8, 1e-3];
+        let beta = vec![0.0, 0.3, -0.2, 0.1, 0.5, 0.0];
+        // tiny output gradients so that some of dx flushes in f16
+        let dy = rand_vec(22, rows * c, 1e-5);
+        for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
+            for relu in [false, true] {
+                let mut bn = BatchNorm::new(c);
+                let mut plain = vec![0.0; rows * c];
+                bn.forward_train(&par, &x, rows, &gamma, &beta, &mut plain, relu, None);
+                round(Some(fmt), &mut plain);
+                let mut fused = vec![0.0; rows * c];
+                let mut bn2 = BatchNorm::new(c);
+                bn2.forward_train(&par, &x, rows, &gamma, &beta, &mut fused, relu, Some(fmt));
+                assert_eq!(plain, fused, "{fmt:?} relu {relu} forward");
+                let (mut eval_plain, mut eval_fused) = (vec![0.0; rows * c], vec![0.0; rows * c]);
+                bn2.forward_eval(&par, &x, rows, &gamma, &beta, &mut eval_plain, relu, None);
+                round(Some(fmt), &mut eval_plain);
+                bn2.forward_eval(
+                    &par,
+                    &x,
+                    rows,
+                    &gamma,
+                    &beta,
+                    &mut eval_fused,
+                    relu,
+                    Some(fmt),
+                );
+                assert_eq!(eval_plain, eval_fused, "{fmt:?} relu {relu} eval");
+
+                let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+                let mut g_plain = dy.clone();
+                let y = relu.then_some(&fused[..]);
+                let u0 = bn.backward(
+                    &par,
+                    &x,
+                    y,
+                    &mut g_plain,
+                    rows,
+                    &gamma,
+                    &mut dg,
+                    &mut db,
+                    None,
+                );
+                assert_eq!(u0, Underflow::default());
+                let u_plain = round_counting(Some(fmt), &mut g_plain);
+                let mut g_fused = dy.clone();
+                let u_fused = bn.backward(
+                    &par,
+                    &x,
+                    y,
+                    &mut g_fused,
+                    rows,
+                    &gamma,
+                    &mut dg,
+                    &mut db,
+                    Some(fmt),
+                );
+                assert_eq!(g_plain, g_fused, "{fmt:?} relu {relu} dx");
+                assert_eq!(u_plain, u_fused, "{fmt:?} relu {relu} counts");
+                if fmt == HalfFormat::F16 {
+                    assert!(u_fused.flushed > 0, "the test should exercise flushes");
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::linalg::{matmul, MatRef};
 use crate::parallel::{reduce_into, Par};
+use crate::precision::{round, round_counting, HalfFormat, Underflow};
 
 /// Bytes of im2col buffer one chunk aims for (half of a Zen 4 L2).
 const CHUNK_BYTES: usize = 512 * 1024;
@@ -288,7 +289,9 @@ impl Conv2d {
         }
     }
 
-    /// `y = conv(x) + bias` for `n` samples (no bias term when `bias` is None).
+    /// `y = conv(x) + bias` for `n` samples (no bias term when `bias` is None), rounded to
+    /// `fmt` (each chunk right after its GEMM, while it is still in cache).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         par: &Par,
@@ -297,6 +300,7 @@ impl Conv2d {
         weight: &[f32],
         bias: Option<&[f32]>,
         y: &mut [f32],
+        fmt: Option<HalfFormat>,
     ) {
         let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
@@ -335,13 +339,15 @@ impl Conv2d {
                     MatRef::rows(lhs, k),
                     MatRef::rows(weight, cout),
                 );
+                round(fmt, yc);
                 s += b;
             }
         });
     }
 
     /// Writes `dweight`, `dbias` (if the convolution has a bias) and (if asked) `dx` from the
-    /// output gradient `dy`.
+    /// output gradient `dy`; `dx` is rounded to `dx_fmt` chunk by chunk as it is produced, and
+    /// the returned count says how many of its values flushed to zero.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -353,7 +359,8 @@ impl Conv2d {
         dweight: &mut [f32],
         dbias: Option<&mut [f32]>,
         dx: Option<&mut [f32]>,
-    ) {
+        dx_fmt: Option<HalfFormat>,
+    ) -> Underflow {
         let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
@@ -376,6 +383,7 @@ impl Conv2d {
             };
             let mut dw = vec![0.0f32; k * cout];
             let mut db = vec![0.0f32; if want_db { cout } else { 0 }];
+            let mut u = Underflow::default();
             let mut s = r.start;
             while s < r.end {
                 let b = chunk.min(r.end - s);
@@ -421,22 +429,31 @@ impl Conv2d {
                         MatRef::rows(dyc, cout),
                         MatRef::transposed(weight, cout),
                     );
+                    let dxc = &mut dxp[(s - r.start) * il..(s - r.start + b) * il];
                     if unfolds {
-                        let dxc = &mut dxp[(s - r.start) * il..(s - r.start + b) * il];
                         self.col2im(&dcol[..rows * k], dxc);
                     }
+                    u.add(round_counting(dx_fmt, dxc));
                 }
                 s += b;
             }
-            (dw, db)
+            (dw, db, u)
         });
         dweight.fill(0.0);
-        let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let mut u = Underflow::default();
+        let mut dws = Vec::with_capacity(parts.len());
+        let mut dbs = Vec::with_capacity(parts.len());
+        for (dw, db, pu) in parts {
+            dws.push(dw);
+            dbs.push(db);
+            u.add(pu);
+        }
         reduce_into(dweight, &dws);
         if let Some(dbias) = dbias {
             dbias.fill(0.0);
             reduce_into(dbias, &dbs);
         }
+        u
     }
 }
 
@@ -508,12 +525,22 @@ mod tests {
                 let par = Par::new(threads);
                 let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
                     let mut y = vec![0.0; n * conv.out_len()];
-                    conv.forward(&par, x, n, w, Some(b), &mut y);
+                    conv.forward(&par, x, n, w, Some(b), &mut y, None);
                     y
                 };
                 let (mut dw, mut db, mut dx) =
                     (vec![0.0; w.len()], vec![0.0; conv.cout], vec![7.0; x.len()]);
-                conv.backward(&par, &x, &r, n, &w, &mut dw, Some(&mut db), Some(&mut dx));
+                conv.backward(
+                    &par,
+                    &x,
+                    &r,
+                    n,
+                    &w,
+                    &mut dw,
+                    Some(&mut db),
+                    Some(&mut dx),
+                    None,
+                );
                 let what = format!("{conv:?} threads {threads}");
                 assert_close(
                     &dx,
@@ -535,7 +562,7 @@ mod tests {
                 );
                 // without a bias (ResNet convolutions) the other gradients are the same
                 let (mut dw2, mut dx2) = (vec![1.0; w.len()], vec![1.0; x.len()]);
-                conv.backward(&par, &x, &r, n, &w, &mut dw2, None, Some(&mut dx2));
+                conv.backward(&par, &x, &r, n, &w, &mut dw2, None, Some(&mut dx2), None);
                 assert_eq!((&dw2, &dx2), (&dw, &dx), "{what}");
             }
         }
@@ -550,7 +577,7 @@ mod tests {
             let b = rand_vec(7, conv.cout, 0.3);
             for bias in [Some(&b[..]), None] {
                 let mut y = vec![f32::NAN; n * conv.out_len()];
-                conv.forward(&Par::new(2), &x, n, &w, bias, &mut y);
+                conv.forward(&Par::new(2), &x, n, &w, bias, &mut y, None);
                 let want = direct(&conv, &x, n, &w, bias);
                 for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     assert!(
@@ -558,6 +585,58 @@ mod tests {
                         "{conv:?}[{i}]: {got} vs {want}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_inside_the_convolution_equals_rounding_after_it() {
+        use crate::precision::HalfFormat;
+        let conv = Conv2d::same3x3(6, 6, 3, 5);
+        let n = 70; // several chunks per thread
+                    // tiny values so that some of dx flushes to zero in f16
+        let x = rand_vec(8, n * conv.in_len(), 1.0);
+        let w = rand_vec(9, conv.k() * conv.cout, 1e-4);
+        let dy = rand_vec(10, n * conv.out_len(), 1e-4);
+        let par = Par::new(2);
+        for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
+            let mut plain = vec![0.0; n * conv.out_len()];
+            conv.forward(&par, &x, n, &w, None, &mut plain, None);
+            round(Some(fmt), &mut plain);
+            let mut fused = vec![0.0; n * conv.out_len()];
+            conv.forward(&par, &x, n, &w, None, &mut fused, Some(fmt));
+            assert_eq!(plain, fused, "{fmt:?} forward");
+            let mut dw = vec![0.0; w.len()];
+            let mut dx_plain = vec![0.0; x.len()];
+            let u0 = conv.backward(
+                &par,
+                &x,
+                &dy,
+                n,
+                &w,
+                &mut dw,
+                None,
+                Some(&mut dx_plain),
+                None,
+            );
+            assert_eq!(u0, Underflow::default());
+            let u_plain = round_counting(Some(fmt), &mut dx_plain);
+            let mut dx_fused = vec![0.0; x.len()];
+            let u_fused = conv.backward(
+                &par,
+                &x,
+                &dy,
+                n,
+                &w,
+                &mut dw,
+                None,
+                Some(&mut dx_fused),
+                Some(fmt),
+            );
+            assert_eq!(dx_plain, dx_fused, "{fmt:?} dx");
+            assert_eq!(u_plain, u_fused, "{fmt:?} counts");
+            if fmt == HalfFormat::F16 {
+                assert!(u_fused.flushed > 0, "the test should exercise flushes");
             }
         }
     }

@@ -35,7 +35,7 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamKind, ParamStore};
-use crate::precision::{round, round_counting, round_par, HalfFormat, Underflow};
+use crate::precision::{round_counting, round_par, HalfFormat, Underflow};
 
 /// Dropout probability of fc6 and fc7 unless set otherwise.
 const DROPOUT: f32 = 0.5;
@@ -251,11 +251,10 @@ impl AlexnetBn {
                 self.bn5_out.resize(pool5.len(), 0.0);
                 let (g, b) = (&w[g.r.clone()], &w[b.r.clone()]);
                 if train {
-                    bn.forward_train(par, pool5, rows, g, b, &mut self.bn5_out, false);
+                    bn.forward_train(par, pool5, rows, g, b, &mut self.bn5_out, false, fmt);
                 } else {
-                    bn.forward_eval(par, pool5, rows, g, b, &mut self.bn5_out, false);
+                    bn.forward_eval(par, pool5, rows, g, b, &mut self.bn5_out, false, fmt);
                 }
-                round_par(par, fmt, &mut self.bn5_out);
                 &self.bn5_out
             }
             None => pool5,
@@ -272,7 +271,7 @@ impl AlexnetBn {
                 if let Some(r) = rng.as_deref_mut() {
                     dropout::sample_mask(r, self.dropout, h.len(), &mut self.masks[i]);
                     dropout::forward_in_place(&self.masks[i], h);
-                    round(fmt, h); // x2 can overflow half
+                    round_par(par, fmt, h); // x2 can overflow half
                 }
             }
         }
@@ -308,7 +307,7 @@ impl AlexnetBn {
             if i > 0 {
                 if train {
                     dropout::backward(&self.masks[i - 1], cur);
-                    round(fmt, cur);
+                    round_par(par, fmt, cur);
                 }
                 relu::backward(&self.fc_out[i - 1], cur);
             }
@@ -316,11 +315,10 @@ impl AlexnetBn {
         if let Some((bn, g, b)) = &self.bn_pool5 {
             let rows = pool5.len() / bn.c;
             let (dg, db) = two_mut(grads, g.r.clone(), b.r.clone());
-            bn.backward(par, pool5, None, cur, rows, &w[g.r.clone()], dg, db);
+            u.add(bn.backward(par, pool5, None, cur, rows, &w[g.r.clone()], dg, db, fmt));
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
             ready.done(grads, &[&g.r, &b.r]);
-            u.add(round_counting(fmt, cur));
         }
         for i in (0..self.blocks.len()).rev() {
             let xin: &[f32] = if i == 0 { x } else { self.blocks[i - 1].out() };

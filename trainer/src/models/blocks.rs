@@ -199,20 +199,18 @@ impl ConvBn {
         let rows = n * self.conv.oh() * self.conv.ow();
         self.c.resize(n * ol, 0.0);
         let bias = self.b.as_ref().map(|b| &w[b.r.clone()]);
+        // both outputs are rounded inside the kernels that write them, while still in cache
         self.conv
-            .forward(par, x, n, &w[self.w.r.clone()], bias, &mut self.c);
-        round_par(par, fmt, &mut self.c);
+            .forward(par, x, n, &w[self.w.r.clone()], bias, &mut self.c, fmt);
         self.a.resize(n * ol, 0.0);
         let (g, bt) = (&w[self.gamma.r.clone()], &w[self.beta.r.clone()]);
         if train {
             self.bn
-                .forward_train(par, &self.c, rows, g, bt, &mut self.a, self.relu);
+                .forward_train(par, &self.c, rows, g, bt, &mut self.a, self.relu, fmt);
         } else {
             self.bn
-                .forward_eval(par, &self.c, rows, g, bt, &mut self.a, self.relu);
+                .forward_eval(par, &self.c, rows, g, bt, &mut self.a, self.relu, fmt);
         }
-        // relu(round(v)) == round(relu(v)), so rounding the fused output is exact emulation
-        round_par(par, fmt, &mut self.a);
     }
 
     /// `cur` holds dL/d`a` on entry and dL/dx on return (if `want_dx`; `spare` is scratch).
@@ -236,7 +234,8 @@ impl ConvBn {
         {
             let (dg, db) = two_mut(grads, self.gamma.r.clone(), self.beta.r.clone());
             let relu_out = self.relu.then_some(&self.a[..]);
-            self.bn.backward(
+            // dx (`cur`) is rounded and counted inside the BN's last pass
+            u.add(self.bn.backward(
                 par,
                 &self.c,
                 relu_out,
@@ -245,12 +244,12 @@ impl ConvBn {
                 &w[self.gamma.r.clone()],
                 dg,
                 db,
-            );
+                fmt,
+            ));
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
         }
         ready.done(grads, &[&self.gamma.r, &self.beta.r]);
-        u.add(round_counting_par(par, fmt, cur));
         let (dw, db) = match &self.b {
             Some(b) => {
                 let (dw, db) = two_mut(grads, self.w.r.clone(), b.r.clone());
@@ -264,8 +263,11 @@ impl ConvBn {
         } else {
             None
         };
-        self.conv
-            .backward(par, x, cur, n, &w[self.w.r.clone()], dw, db, dx);
+        // dx (`spare`) is rounded and counted chunk by chunk inside the convolution
+        u.add(
+            self.conv
+                .backward(par, x, cur, n, &w[self.w.r.clone()], dw, db, dx, fmt),
+        );
         u.add(round_counting(fmt, &mut grads[self.w.r.clone()]));
         match &self.b {
             Some(b) => {
@@ -275,7 +277,6 @@ impl ConvBn {
             None => ready.done(grads, &[&self.w.r]),
         }
         if want_dx {
-            u.add(round_counting_par(par, fmt, spare));
             std::mem::swap(cur, spare);
         }
     }
@@ -448,7 +449,7 @@ impl Dense {
         y.resize(n * self.lin.out, 0.0);
         self.lin
             .forward(par, x, n, &w[self.w.r.clone()], &w[self.b.r.clone()], y);
-        crate::precision::round(fmt, y);
+        round_par(par, fmt, y);
     }
 
     /// Writes the parameter gradients and dL/dx (into `dx`), announcing the parameters.
@@ -472,7 +473,7 @@ impl Dense {
             .backward(par, x, dy, n, &w[self.w.r.clone()], dw, db, Some(dx));
         u.add(round_counting(fmt, dw));
         u.add(round_counting(fmt, db));
-        u.add(round_counting(fmt, dx));
+        u.add(round_counting_par(par, fmt, dx));
         ready.done(grads, &[&self.w.r, &self.b.r]);
     }
 }

@@ -21,7 +21,7 @@ use crate::config::ModelKind;
 use crate::layers::batchnorm::{BatchNorm, StatSync};
 use crate::parallel::Par;
 use crate::params::{ParamBuilder, ParamInfo, ParamStore};
-use crate::precision::{round, round_par, HalfFormat, Underflow};
+use crate::precision::{round_into, round_par, HalfFormat, Underflow};
 use alexnet_bn::AlexnetBn;
 use blocks::{Announcer, INIT_STREAM};
 use resnet::Resnet;
@@ -165,9 +165,7 @@ impl Model {
     pub fn prepare_compute_weights(&mut self, fmt: Option<HalfFormat>, weights_in_half: bool) {
         match fmt {
             Some(f) if !weights_in_half => {
-                self.params.compute.clear();
-                self.params.compute.extend_from_slice(&self.params.values);
-                round(Some(f), &mut self.params.compute);
+                round_into(Some(f), &self.params.values, &mut self.params.compute);
             }
             _ => self.params.compute.clear(),
         }

@@ -7,6 +7,7 @@ use crate::inventory;
 use crate::layers::gradcheck::rand_vec;
 use crate::layers::loss::softmax_cross_entropy;
 use crate::optim::Optimizer;
+use crate::precision::round;
 
 const PROXIES: [ModelKind; 2] = [ModelKind::AlexnetBnProxy, ModelKind::Resnet20Proxy];
 

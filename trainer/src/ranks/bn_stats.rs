@@ -84,10 +84,20 @@ mod tests {
         let run = |bn: &mut BatchNorm, x: &[f32], r: &[f32], n: usize| -> RankResult {
             let par = Par::new(1);
             let mut y = vec![0.0; n * c];
-            bn.forward_train(&par, x, n, &gamma, &beta, &mut y, true);
+            bn.forward_train(&par, x, n, &gamma, &beta, &mut y, true, None);
             let mut dx = r.to_vec();
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-            bn.backward(&par, x, Some(&y), &mut dx, n, &gamma, &mut dg, &mut db);
+            bn.backward(
+                &par,
+                x,
+                Some(&y),
+                &mut dx,
+                n,
+                &gamma,
+                &mut dg,
+                &mut db,
+                None,
+            );
             (y, dx, dg, db, bn.running_var.clone())
         };
         let whole = run(&mut BatchNorm::new(c), &x, &r, rows);
