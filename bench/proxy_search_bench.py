@@ -112,13 +112,32 @@ def optuna_search(template, sampler, trials, seed, label):
 
 
 def c2f_result(commands, export):
-    """What the coarse-to-fine study spent and picked (the better of its confirmed configurations)."""
+    """What the coarse-to-fine study spent and picked: the confirmed configuration with the best
+    mean over its full-fidelity runs (its confirm seeds and any search-stage run at the same
+    number of steps), as the study's own confirm verdict ranks them."""
     trials = json.load(open(export))
-    confirmed = [t for t in trials if t["stage"] == "confirm" and t.get("final_val_top1") is not None]
-    best = max(confirmed, key=lambda t: (t["final_val_top1"], -t["id"]))
-    pick = {k: best["params"][k] for k in ("peak_lr", "warmup_epochs")}
+
+    def steps(t):
+        return t["epochs"][-1]["step"] if t.get("epochs") else None
+
+    def config(t):
+        return (t["batch"], tuple(sorted((k, v) for k, v in t["params"].items() if k != "seed")))
+
+    done = [t for t in trials if t.get("final_val_top1") is not None]
+    confirmed = [t for t in done if t["stage"] == "confirm"]
+    full_steps = {steps(t) for t in confirmed}
+    runs = {}
+    for t in confirmed:
+        runs.setdefault(config(t), []).append(t)
+    for t in done:
+        if t["stage"] != "confirm" and steps(t) in full_steps and config(t) in runs:
+            runs[config(t)].append(t)
+    best = max(runs.values(),
+               key=lambda ts: (statistics.mean(t["final_val_top1"] for t in ts), -ts[0]["id"]))
+    pick = {k: best[0]["params"][k] for k in ("peak_lr", "warmup_epochs")}
     return {"trials": len(trials), "epochs": sum(epochs_of(w) for w in commands), "pick": pick,
-            "search_best_top1": best["final_val_top1"]}
+            "search_best_top1": statistics.mean(t["final_val_top1"] for t in best),
+            "pick_runs": len(best)}
 
 
 def evaluate(template, pick, seed):
@@ -178,8 +197,9 @@ def baselines(template, budget, seed, cache):
 def run(binary, seed, commands_path, export, ladder_export, out):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     commands = read_commands(commands_path)
+    # The full-fidelity trial command (the confirm stage's: most epochs, all of the data).
     full = [w for w in commands if float(option(w, "--data-fraction")) == 1.0]
-    template = full[0]
+    template = max(full, key=lambda w: float(option(w, "--epochs")))
     template[0] = binary
     c2f = c2f_result(commands, export)
     budget = c2f["epochs"]

@@ -186,6 +186,17 @@ pub fn fidelity(space: &SearchSpace, stage: Stage) -> (u32, f64) {
     }
 }
 
+/// The search stages (coarse, refine rounds) that run at the confirm stage's fidelity: their
+/// results are full-fidelity seeds of the configurations confirm re-runs.
+pub fn stages_at_confirm_fidelity(space: &SearchSpace) -> Vec<String> {
+    let full = fidelity(space, Stage::Confirm);
+    std::iter::once(Stage::Coarse)
+        .chain((1..=space.stages.refine_rounds).map(Stage::Refine))
+        .filter(|s| fidelity(space, *s) == full)
+        .map(|s| s.as_str().into_owned())
+        .collect()
+}
+
 /// Training images one trial of a stage processes (its share of the work estimate).
 pub fn trial_images(space: &SearchSpace, data: &DataPlan, stage: Stage) -> f64 {
     let (epochs, fraction) = fidelity(space, stage);
@@ -334,6 +345,27 @@ epochs = 1
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn refine_rounds_at_full_fidelity_pool_into_the_confirm_verdict() {
+        let low = space("alexnet-bn", "");
+        assert!(stages_at_confirm_fidelity(&low).is_empty());
+        let text = SPACE
+            .replace("MODEL", "alexnet-bn")
+            .replace("TRAINER", "")
+            .replace(
+                "[stages.refine]\npoints = 1\nepochs = 1",
+                "[stages.refine]\npoints = 1\nrounds = 2\nepochs = 2",
+            );
+        let full = match crate::space::parse(std::path::Path::new("p.toml"), &text) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            stages_at_confirm_fidelity(&full),
+            vec!["refine", "refine-2"]
+        );
     }
 
     #[test]

@@ -417,7 +417,8 @@ fn ranks_line(run: &RunPlan) -> String {
 /// Mean ± standard deviation of every confirmed configuration, per batch size.
 pub fn confirm_summary(space: &SearchSpace, trials: &[TrialRecord]) -> String {
     use std::fmt::Write;
-    let confirmed = strategy::confirm::confirmed(trials, &space.batches);
+    let pooled = plan::stages_at_confirm_fidelity(space);
+    let confirmed = strategy::confirm::confirmed(trials, &space.batches, &pooled);
     let mut out = String::new();
     if confirmed.is_empty() {
         return out;

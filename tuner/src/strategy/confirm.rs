@@ -34,14 +34,17 @@ impl Confirmed {
 }
 
 /// The confirmed configurations, best mean first per batch, batches in the order given.
-pub fn confirmed(trials: &[TrialRecord], batches: &[u64]) -> Vec<Confirmed> {
+///
+/// A configuration's earlier runs at the confirm stage's fidelity (a refine round that already ran
+/// at full fidelity) count as seeds too: `pooled` names those stages, so the verdict averages
+/// every full-fidelity result a configuration has rather than its confirm seeds alone.
+pub fn confirmed(trials: &[TrialRecord], batches: &[u64], pooled: &[String]) -> Vec<Confirmed> {
     let label = Stage::Confirm.as_str();
-    let mut out: Vec<Confirmed> = Vec::new();
-    let mut sorted: Vec<&TrialRecord> = trials.iter().filter(|t| t.stage == label).collect();
+    let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
     sorted.sort_by_key(|t| t.id);
-    for t in sorted {
-        let mut point = point_of(t);
-        point.remove("seed");
+    let mut out: Vec<Confirmed> = Vec::new();
+    for t in sorted.iter().filter(|t| t.stage == label) {
+        let point = without_seed(t);
         let Some(top1) = t.final_val_top1 else {
             continue;
         };
@@ -57,12 +60,28 @@ pub fn confirmed(trials: &[TrialRecord], batches: &[u64]) -> Vec<Confirmed> {
             }),
         }
     }
+    for t in sorted.iter().filter(|t| pooled.contains(&t.stage)) {
+        let point = without_seed(t);
+        if let (Some(c), Some(top1)) = (
+            out.iter_mut()
+                .find(|c| c.batch == t.batch && c.point == point),
+            t.final_val_top1,
+        ) {
+            c.top1.push(top1);
+        }
+    }
     out.sort_by(|a, b| {
         let ai = batches.iter().position(|&x| x == a.batch);
         let bi = batches.iter().position(|&x| x == b.batch);
         ai.cmp(&bi).then(b.mean().total_cmp(&a.mean()))
     });
     out
+}
+
+fn without_seed(t: &TrialRecord) -> Point {
+    let mut point = point_of(t);
+    point.remove("seed");
+    point
 }
 
 #[cfg(test)]
@@ -80,9 +99,36 @@ mod tests {
             r.params.insert("seed".into(), serde_json::json!(seed));
             trials.push(r);
         }
-        let c = confirmed(&trials, &[1]);
+        let c = confirmed(&trials, &[1], &[]);
         assert_eq!(c.len(), 1);
         assert!((c[0].mean() - 0.8).abs() < 1e-12);
         assert!((c[0].std() - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn earlier_runs_at_full_fidelity_count_as_seeds() {
+        let mut trials = Vec::new();
+        // trial 1: a refine run at full fidelity; 2: the same configuration confirmed;
+        // 3: another configuration refined but not confirmed; 4: a coarse run of the first.
+        for (id, stage, lr, top1) in [
+            (1, "refine-2", 2.0, 0.9),
+            (2, "confirm", 2.0, 0.7),
+            (3, "refine-2", 1.0, 0.99),
+            (4, "coarse", 2.0, 0.1),
+        ] {
+            let mut r = record(id, top1, 1.0, 0);
+            r.stage = stage.into();
+            r.params.insert("peak_lr".into(), serde_json::json!(lr));
+            if stage == "confirm" {
+                r.params.insert("seed".into(), serde_json::json!(7));
+            }
+            trials.push(r);
+        }
+        let c = confirmed(&trials, &[1], &["refine-2".to_string()]);
+        assert_eq!(c.len(), 1, "only confirmed configurations are reported");
+        assert_eq!(c[0].top1, vec![0.7, 0.9]);
+        assert!((c[0].mean() - 0.8).abs() < 1e-12);
+        let alone = confirmed(&trials, &[1], &[]);
+        assert_eq!(alone[0].top1, vec![0.7]);
     }
 }
