@@ -179,14 +179,14 @@ fn csv_header(lead: &str, names: &std::collections::BTreeSet<&String>, tail: &st
 pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
     let names = param_names(trials);
     let mut out = csv_header(
-        "id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs",
+        "id,stage,batch,proxy_batch,status,attempts,epochs,final_val_top1,wall_secs,modelled_step_secs",
         &names,
         "error",
     );
     for t in trials {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             t.id,
             csv_field(&t.stage),
             t.batch,
@@ -195,7 +195,10 @@ pub fn export_csv_trials(trials: &[TrialRecord]) -> String {
             t.attempts,
             t.epochs.len(),
             t.final_val_top1.map(|v| v.to_string()).unwrap_or_default(),
-            t.wall_secs.map(|v| v.to_string()).unwrap_or_default()
+            t.wall_secs.map(|v| v.to_string()).unwrap_or_default(),
+            t.modelled_step_secs
+                .map(|v| v.to_string())
+                .unwrap_or_default()
         );
         for n in &names {
             out.push(',');
@@ -214,7 +217,7 @@ pub fn export_csv(trials: &[TrialRecord]) -> String {
     let mut out = csv_header(
         "id,stage,batch,proxy_batch,status,attempts,final_val_top1",
         &names,
-        "epoch,step,train_loss,val_top1,images_per_sec,loss_scale,skipped_steps,wall_secs",
+        "epoch,step,train_loss,val_top1,images_per_sec,loss_scale,skipped_steps,wall_secs,underflow_fraction",
     );
     for t in trials {
         let mut head = format!(
@@ -234,12 +237,12 @@ pub fn export_csv(trials: &[TrialRecord]) -> String {
             ));
         }
         if t.epochs.is_empty() {
-            let _ = writeln!(out, "{head},,,,,,,,");
+            let _ = writeln!(out, "{head},,,,,,,,,");
         }
         for e in &t.epochs {
             let _ = writeln!(
                 out,
-                "{head},{},{},{},{},{},{},{},{}",
+                "{head},{},{},{},{},{},{},{},{},{}",
                 e.epoch,
                 e.step,
                 e.train_loss,
@@ -247,9 +250,52 @@ pub fn export_csv(trials: &[TrialRecord]) -> String {
                 e.images_per_sec,
                 e.loss_scale,
                 e.skipped_steps,
-                e.wall_secs
+                e.wall_secs,
+                e.underflow_fraction
             );
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::objective::tests::record;
+
+    /// The value of column `name` in the first data row of a CSV text.
+    fn column<'a>(csv: &'a str, name: &str) -> &'a str {
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        let row: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        assert_eq!(header.len(), row.len(), "{csv}");
+        match header.iter().position(|h| *h == name) {
+            Some(i) => row[i],
+            None => panic!("no column {name}: {csv}"),
+        }
+    }
+
+    #[test]
+    fn csv_exports_carry_the_modelled_step_and_the_underflow() {
+        let mut t = record(1, 0.8, 1000.0, 0);
+        t.modelled_step_secs = Some(0.25);
+        t.epochs[0].underflow_fraction = 0.125;
+        t.params.insert("peak_lr".into(), serde_json::json!(2.0));
+        let trials = [t];
+        let per_trial = export_csv_trials(&trials);
+        assert_eq!(column(&per_trial, "modelled_step_secs"), "0.25");
+        assert_eq!(column(&per_trial, "peak_lr"), "2");
+        let per_epoch = export_csv(&trials);
+        assert_eq!(column(&per_epoch, "underflow_fraction"), "0.125");
+        assert_eq!(column(&per_epoch, "skipped_steps"), "0");
+        let mut none = trials[0].clone();
+        none.modelled_step_secs = None;
+        none.epochs.clear();
+        let empty = export_csv(std::slice::from_ref(&none));
+        assert_eq!(column(&empty, "underflow_fraction"), "");
+        assert_eq!(
+            column(&export_csv_trials(&[none]), "modelled_step_secs"),
+            ""
+        );
+    }
 }
