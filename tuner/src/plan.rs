@@ -74,7 +74,7 @@ impl DataPlan {
             self.dir.display(),
             scaling.join(", "),
             space.trainer.model.as_str(),
-            proxy_model(space.trainer.model).name(),
+            space.trainer.model.proxy().name(),
         )
     }
 }
@@ -121,15 +121,6 @@ pub enum PlanError {
         /// The configured folder.
         dir: PathBuf,
     },
-}
-
-/// The 28×28 model that stands for a study's nominal model on the embedded data (the modelled
-/// cluster still prices the full-size network: see `costmodel::trial::counterpart`).
-pub fn proxy_model(model: ModelName) -> ModelKind {
-    match model {
-        ModelName::AlexnetBn => ModelKind::AlexnetBnProxy,
-        ModelName::Resnet50 => ModelKind::Resnet20Proxy,
-    }
 }
 
 /// The kinds of stage of a study.
@@ -218,7 +209,7 @@ pub fn train_config(
     threads: usize,
     seed: u64,
 ) -> Result<TrainConfig, PlanError> {
-    let model = proxy_model(space.trainer.model);
+    let model = space.trainer.model.proxy();
     let (epochs, fraction) = fidelity(space, spec.stage);
     // A shorter stage runs the whole schedule compressed into its own epochs.
     let compression = epochs as f64 / space.trainer.epochs as f64;

@@ -230,6 +230,15 @@ pub enum ModelName {
 }
 
 impl ModelName {
+    /// The 28×28 model that stands for it on the embedded data (the modelled cluster still
+    /// prices the full-size network: see `costmodel::trial::counterpart`).
+    pub fn proxy(self) -> jizhi_trainer::ModelKind {
+        match self {
+            ModelName::AlexnetBn => jizhi_trainer::ModelKind::AlexnetBnProxy,
+            ModelName::Resnet50 => jizhi_trainer::ModelKind::Resnet20Proxy,
+        }
+    }
+
     /// The name used in files and output.
     pub fn as_str(self) -> &'static str {
         match self {

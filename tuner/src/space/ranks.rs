@@ -134,6 +134,44 @@ fn possible_values(p: &Param) -> Vec<ParamValue> {
     }
 }
 
+/// Every list of split indices (fixed in `trainer.segments` or among the searched `segments`
+/// values) cuts inside the gradient tensors of the model the trials train, so no trial fails
+/// on it after the study has started.
+pub(super) fn check_segment_splits(
+    c: &Checker,
+    trainer: &TrainerSetup,
+    params: &[Param],
+) -> Result<(), SpaceError> {
+    let mut lists: Vec<(&str, Vec<usize>)> = Vec::new();
+    if let Segments::At(at) = &trainer.local.segments {
+        lists.push(("trainer.segments", at.clone()));
+    }
+    if let Some(p) = params.iter().find(|p| p.name == "segments") {
+        for v in possible_values(p) {
+            if let Some(Segments::At(at)) = super::segments_of(&v) {
+                lists.push(("params.segments", at));
+            }
+        }
+    }
+    if lists.is_empty() {
+        return Ok(());
+    }
+    let kind = trainer.model.proxy();
+
+    let tensors = jizhi_trainer::model::Model::new(kind, trainer.bn5, 0)
+        .inventory()
+        .len();
+    for (key, at) in lists {
+        if let Err(why) = jizhi_trainer::ranks::segments::check_splits(&at, tensors) {
+            return Err(c.err(
+                key,
+                format!("{why} ({} has {tensors} gradient tensors)", kind.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The algorithm and group size of every trial fit the local ranks and the modelled cluster:
 /// a grouped algorithm has a group size, and every group size it may meet divides both.
 pub(super) fn check_combinations(

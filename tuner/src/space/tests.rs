@@ -165,6 +165,25 @@ fn bad_local_rank_keys_are_located() {
 }
 
 #[test]
+fn split_indices_must_fall_inside_the_trained_models_tensors() {
+    // The 28×28 AlexNet-BN proxy has 28 gradient tensors: weight and bias of 5 convolutions and
+    // 3 linear layers, γ and β of 6 BNs.
+    assert_eq!(
+        ok("segments = [3, 27]", "").trainer.local.segments,
+        Segments::At(vec![3, 27])
+    );
+    let e = refused("segments = [3, 28]", "", "trainer.segments", "segments");
+    assert!(e.message.contains("28 gradient tensors"), "{e}");
+    let e = refused(
+        "",
+        "[params.segments]\nvalues = [1, \"at:3,90\"]\ncoarse_step = 1\nfine_step = 1\n",
+        "params.segments",
+        "[params.segments]",
+    );
+    assert!(e.message.contains("alexnet-bn-proxy"), "{e}");
+}
+
+#[test]
 fn group_sizes_must_divide_the_local_ranks_and_the_cluster() {
     let e = refused(
         "local_ranks = 4\nalgorithm = \"hierarchical\"\ngroup_size = 3",

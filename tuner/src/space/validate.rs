@@ -79,6 +79,7 @@ pub fn parse(file: &Path, text: &str) -> Result<SearchSpace, SpaceError> {
     let search = check_search(&c, &raw, &params, &stages)?;
     let cluster = super::ranks::check_cluster(&c, &raw, trainer.ranks)?;
     super::ranks::check_combinations(&c, &trainer, &params, cluster.as_ref())?;
+    super::ranks::check_segment_splits(&c, &trainer, &params)?;
     let scheduler = super::scheduler::check(&c, raw.scheduler.as_ref())?;
 
     Ok(SearchSpace {
