@@ -201,13 +201,16 @@ fn plan_command(path: &Path) -> Result<()> {
         } else {
             String::new()
         };
+        let largest = step.batches.iter().copied().max().unwrap_or(0);
         println!(
-            "stage {:<8}{at}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set: {:.2} M training images",
+            "stage {:<8}{at}: {:>3} trials ({} per batch size), {} epoch(s) each on {} of the training set ({} steps at {}): {:.2} M training images",
             step.stage.as_str(),
             trials,
             trials / step.batches.len().max(1),
             epochs,
             format::percent(fraction),
+            plan::trial_steps(&space, &data, step.stage, largest),
+            format::batch(largest),
             images / 1e6
         );
     }

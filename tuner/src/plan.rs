@@ -188,6 +188,14 @@ pub fn stages_at_confirm_fidelity(space: &SearchSpace) -> Vec<String> {
         .collect()
 }
 
+/// Optimiser steps one trial of a stage takes at nominal batch `batch` (fewest at the largest):
+/// how much of the learning-rate schedule a short stage sees.
+pub fn trial_steps(space: &SearchSpace, data: &DataPlan, stage: Stage, batch: u64) -> u64 {
+    let (epochs, fraction) = fidelity(space, stage);
+    let subset = (fraction * data.train_images as f64).floor().max(1.0) as u64;
+    u64::from(epochs) * subset.div_ceil(data.proxy_batch(batch).max(1))
+}
+
 /// Training images one trial of a stage processes (its share of the work estimate).
 pub fn trial_images(space: &SearchSpace, data: &DataPlan, stage: Stage) -> f64 {
     let (epochs, fraction) = fidelity(space, stage);
@@ -336,6 +344,14 @@ epochs = 1
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn a_stage_reports_the_steps_its_trials_take() {
+        let s = space("alexnet-bn", "");
+        // 60,000 images at batch 3,072 (64K scaled): 19 full batches and a last smaller one.
+        assert_eq!(trial_steps(&s, &plan(), Stage::Coarse, 65536), 20);
+        assert_eq!(trial_steps(&s, &plan(), Stage::Confirm, 65536), 40);
     }
 
     #[test]
