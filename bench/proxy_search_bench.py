@@ -9,6 +9,7 @@ many 64K trials the seeded rung needs to reach the cold start's best.
 
 Usage:
   python bench/proxy_search_bench.py run BIN SEED C2F_COMMANDS C2F_EXPORT [LADDER_EXPORT] OUT.json
+  python bench/proxy_search_bench.py ladder OUT.json C2F_EXPORT LADDER_EXPORT   (adds the ladder figure)
   python bench/proxy_search_bench.py table OUT.json...
 """
 import json
@@ -257,6 +258,12 @@ if __name__ == "__main__":
             args.insert(4, None)
         binary, seed, commands, export, ladder, out = args
         run(binary, int(seed), commands, export, ladder, out)
+    elif sys.argv[1] == "ladder":
+        out, cold_export, ladder_export = sys.argv[2:]
+        result = json.load(open(out))
+        result["ladder"] = ladder_figure(cold_export, ladder_export)
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
     elif sys.argv[1] == "table":
         table(sys.argv[2:])
     else:
