@@ -291,37 +291,8 @@ mod tests {
         }
     }
 
-    const SPACE: &str = r#"[study]
-name = "p"
-[trainer]
-model = "MODEL"
-epochs = 2
-precision = "fp16"
-optimizer = "lars"
-ranks = 1024
-TRAINER
-[batch]
-sizes = [65536]
-[params.peak_lr]
-scale = "log"
-min = 0.5
-max = 2.0
-coarse_step = 2.0
-fine_step = 1.5
-[stages.coarse]
-points = 1
-epochs = 1
-[stages.refine]
-points = 1
-epochs = 1
-"#;
-
     fn space(model: &str, trainer: &str) -> SearchSpace {
-        let text = SPACE.replace("MODEL", model).replace("TRAINER", trainer);
-        match crate::space::parse(std::path::Path::new("p.toml"), &text) {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
-        }
+        crate::space::test_space(model, trainer, "")
     }
 
     fn spec(point: &[(&str, ParamValue)]) -> TrialSpec {
@@ -358,13 +329,10 @@ epochs = 1
     fn refine_rounds_at_full_fidelity_pool_into_the_confirm_verdict() {
         let low = space("alexnet-bn", "");
         assert!(stages_at_confirm_fidelity(&low).is_empty());
-        let text = SPACE
-            .replace("MODEL", "alexnet-bn")
-            .replace("TRAINER", "")
-            .replace(
-                "[stages.refine]\npoints = 1\nepochs = 1",
-                "[stages.refine]\npoints = 1\nrounds = 2\nepochs = 2",
-            );
+        let text = crate::space::test_space_text("alexnet-bn", "", "").replace(
+            "[stages.refine]\npoints = 1\nepochs = 1",
+            "[stages.refine]\npoints = 1\nrounds = 2\nepochs = 2",
+        );
         let full = match crate::space::parse(std::path::Path::new("p.toml"), &text) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
@@ -434,14 +402,11 @@ epochs = 1
                 .any(|a| a == "--ranks" || a.starts_with("--model-") || a == "--segments"),
             "{plain:?}"
         );
-        let text = SPACE
-            .replace("MODEL", "resnet50")
-            .replace("TRAINER", "local_ranks = 2\nsegments = 4")
-            + "[cluster]\ngpu = \"p40\"\nnetwork = \"100gbe\"\n";
-        let s = match crate::space::parse(std::path::Path::new("p.toml"), &text) {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
-        };
+        let s = crate::space::test_space(
+            "resnet50",
+            "local_ranks = 2\nsegments = 4",
+            "[cluster]\ngpu = \"p40\"\nnetwork = \"100gbe\"\n",
+        );
         let args = crate::trial::command_line(&config(&s, &[]), s.cluster.as_ref()).join(" ");
         for want in [
             "--ranks 2",

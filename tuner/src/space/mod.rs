@@ -435,5 +435,52 @@ pub fn load(path: &Path) -> Result<SearchSpace, SpaceError> {
     parse(path, &text)
 }
 
+/// The text of a minimal valid search space for tests: `model`, the `trainer` lines added to
+/// `[trainer]` (2 epochs, fp16 LARS, 1024 ranks), one batch size (64K), one searched learning
+/// rate, one coarse and one refine point at 1 epoch, and `tail` at the end.
+#[cfg(test)]
+pub(crate) fn test_space_text(model: &str, trainer: &str, tail: &str) -> String {
+    format!(
+        r#"[study]
+name = "t"
+
+[trainer]
+model = "{model}"
+epochs = 2
+precision = "fp16"
+optimizer = "lars"
+ranks = 1024
+{trainer}
+
+[batch]
+sizes = [65536]
+
+[params.peak_lr]
+scale = "log"
+min = 0.5
+max = 2.0
+coarse_step = 2.0
+fine_step = 1.5
+
+[stages.coarse]
+points = 1
+epochs = 1
+
+[stages.refine]
+points = 1
+epochs = 1
+{tail}"#
+    )
+}
+
+/// [`test_space_text`] parsed (panics with the error if it does not parse).
+#[cfg(test)]
+pub(crate) fn test_space(model: &str, trainer: &str, tail: &str) -> SearchSpace {
+    match parse(Path::new("t.toml"), &test_space_text(model, trainer, tail)) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

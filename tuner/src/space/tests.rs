@@ -5,46 +5,13 @@ use super::*;
 use jizhi_trainer::costmodel::{Gpu, Network};
 use jizhi_trainer::ranks::segments::Segments;
 
-const BASE: &str = r#"[study]
-name = "t"
-
-[trainer]
-model = "alexnet-bn"
-epochs = 1
-precision = "fp16"
-optimizer = "lars"
-ranks = 1024
-TRAINER
-
-[batch]
-sizes = [8192]
-
-[params.peak_lr]
-scale = "log"
-min = 0.5
-max = 2.0
-coarse_step = 2.0
-fine_step = 1.5
-
-[stages.coarse]
-points = 1
-epochs = 1
-
-[stages.refine]
-points = 1
-epochs = 1
-"#;
-
-/// `BASE` with `trainer` added to `[trainer]` and `tail` at the end.
+/// The minimal AlexNet-BN space with `trainer` added to `[trainer]` and `tail` at the end.
 fn text(trainer: &str, tail: &str) -> String {
-    format!("{}{tail}", BASE.replace("TRAINER", trainer))
+    test_space_text("alexnet-bn", trainer, tail)
 }
 
 fn ok(trainer: &str, tail: &str) -> SearchSpace {
-    match parse(Path::new("s.toml"), &text(trainer, tail)) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
+    test_space("alexnet-bn", trainer, tail)
 }
 
 /// The error of a bad file, checked to name `key` at the line holding `on_line`.
