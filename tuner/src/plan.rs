@@ -1,8 +1,8 @@
 //! From a validated search space to concrete trials: data set, proxy scaling and trial configs.
 
-use crate::space::{segments_of, AlgorithmName, Effect, ModelName, ParamValue, SearchSpace};
+use crate::space::{segments_of, AlgorithmName, Effect, ParamValue, SearchSpace};
 use jizhi_trainer::collective::Algorithm;
-use jizhi_trainer::{LossScale, ModelKind, TrainConfig};
+use jizhi_trainer::{LossScale, TrainConfig};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -282,6 +282,7 @@ fn set_ranks(space: &SearchSpace, point: &Point, cfg: &mut TrainConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jizhi_trainer::ModelKind;
 
     fn plan() -> DataPlan {
         DataPlan {
