@@ -157,7 +157,6 @@ pub(super) fn check_segment_splits(
         return Ok(());
     }
     let kind = trainer.model.proxy();
-
     let tensors = jizhi_trainer::model::Model::new(kind, trainer.bn5, 0)
         .inventory()
         .len();
