@@ -6,6 +6,11 @@
 set -euo pipefail
 log=$1
 shift
-printf '%q ' "$@" >>"$log"
-printf '\n' >>"$log"
+line=$(printf '%q ' "$@")
+# One locked write per line: trials start side by side, and unlocked appends of the words and the
+# newline could interleave two commands on one line (the benchmark would then miss a trial).
+(
+    flock 9
+    printf '%s\n' "$line" >&9
+) 9>>"$log"
 exec "$@"
