@@ -37,6 +37,7 @@ impl<'a> MatRef<'a> {
 /// `dst[m x n] (row-major, row stride ldd) = (accumulate ? dst : 0) + a[m x k] * b[k x n]`, single-threaded.
 ///
 /// Panics if a view is too short: that is an internal shape bug, never a user-input error.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     m: usize,
     n: usize,

@@ -47,11 +47,14 @@ impl Precision {
 const BLOCK: usize = 512;
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
+
+pub mod stored;
+pub use stored::{Stored, View, ViewMut};
 
 /// Whether the AVX-512 kernels run on this CPU (detected once).
 #[cfg(target_arch = "x86_64")]
-fn simd() -> bool {
+pub(crate) fn simd() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(x86::available)
 }
@@ -71,11 +74,69 @@ fn round_pass<const COUNT: bool>(fmt: HalfFormat, x: &mut [f32]) -> (u64, u64) {
     portable::round_pass::<COUNT>(fmt, x)
 }
 
+/// Writes the `fmt` bit patterns of `src`, rounded exactly as [`round`] rounds, into `dst`.
+pub fn narrow(fmt: HalfFormat, src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "narrow: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: `simd()` checked the CPU features the kernels are compiled for.
+        unsafe {
+            match fmt {
+                HalfFormat::F16 => x86::narrow_f16(src, dst),
+                HalfFormat::Bf16 => x86::narrow_bf16(src, dst),
+            }
+        }
+        return;
+    }
+    portable::narrow(fmt, src, dst)
+}
+
+/// Widens `fmt` bit patterns to f32 (exact).
+pub fn widen(fmt: HalfFormat, src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: as in `narrow`.
+        unsafe {
+            match fmt {
+                HalfFormat::F16 => x86::widen_f16(src, dst),
+                HalfFormat::Bf16 => x86::widen_bf16(src, dst),
+            }
+        }
+        return;
+    }
+    portable::widen(fmt, src, dst)
+}
+
 /// The path for CPUs without AVX-512 (and the reference the kernels are tested against).
 mod portable {
     use super::{bf16_round, HalfFormat, BLOCK};
     use half::f16;
-    use half::slice::HalfFloatSliceExt;
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+
+    pub(super) fn narrow(fmt: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        match fmt {
+            HalfFormat::F16 => dst
+                .reinterpret_cast_mut::<f16>()
+                .convert_from_f32_slice(src),
+            HalfFormat::Bf16 => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = (bf16_round(v).to_bits() >> 16) as u16;
+                }
+            }
+        }
+    }
+
+    pub(super) fn widen(fmt: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        match fmt {
+            HalfFormat::F16 => src.reinterpret_cast::<f16>().convert_to_f32_slice(dst),
+            HalfFormat::Bf16 => {
+                for (d, &b) in dst.iter_mut().zip(src) {
+                    *d = f32::from_bits(u32::from(b) << 16);
+                }
+            }
+        }
+    }
 
     fn nonzero(x: &[f32]) -> u64 {
         x.iter().filter(|v| **v != 0.0).count() as u64
@@ -308,11 +369,21 @@ mod tests {
             (nonzero, flushed)
         );
         round(Some(fmt), &mut plain);
+        // half storage: narrowing then widening gives the rounded value, on both paths
+        let (mut bits, mut bits_slow) = (vec![0u16; vals.len()], vec![0u16; vals.len()]);
+        narrow(fmt, vals, &mut bits);
+        portable::narrow(fmt, vals, &mut bits_slow);
+        assert_eq!(bits, bits_slow, "{fmt:?} narrowed bits");
+        let (mut stored, mut stored_slow) = (vec![0.0; vals.len()], vec![0.0; vals.len()]);
+        widen(fmt, &bits, &mut stored);
+        portable::widen(fmt, &bits, &mut stored_slow);
         for (i, w) in want.iter().enumerate() {
             for (path, got) in [
                 ("dispatched", fast[i]),
                 ("portable", slow[i]),
                 ("uncounted", plain[i]),
+                ("stored", stored[i]),
+                ("stored portable", stored_slow[i]),
             ] {
                 assert_eq!(
                     got.to_bits(),

@@ -52,7 +52,7 @@ pub fn train(
                 "resuming from the checkpoint"
             );
             // the epochs done before are reported again, so a reader of a resumed run sees them all
-            c.reports.iter().for_each(|r| on_epoch(r));
+            c.reports.iter().for_each(&mut *on_epoch);
             (c.epochs_done, c.step, c.reports.clone(), c.elapsed_secs)
         }
         None => (0, 0, Vec::new(), 0.0),

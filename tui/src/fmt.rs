@@ -21,7 +21,7 @@ pub fn duration(secs: f64) -> String {
 
 /// A nominal batch size as `64K` when it is a multiple of 1024, else the plain number.
 pub fn batch(n: u64) -> String {
-    if n >= 1024 && n % 1024 == 0 {
+    if n >= 1024 && n.is_multiple_of(1024) {
         format!("{}K", n / 1024)
     } else {
         n.to_string()

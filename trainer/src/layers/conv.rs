@@ -8,7 +8,7 @@
 
 use crate::linalg::{matmul, MatRef};
 use crate::parallel::{reduce_into, Par};
-use crate::precision::{round, round_counting, HalfFormat, Underflow};
+use crate::precision::{round_counting, HalfFormat, Underflow, ViewMut};
 
 /// Bytes of im2col buffer one chunk aims for (half of a Zen 4 L2).
 const CHUNK_BYTES: usize = 512 * 1024;
@@ -290,7 +290,8 @@ impl Conv2d {
     }
 
     /// `y = conv(x) + bias` for `n` samples (no bias term when `bias` is None), rounded to
-    /// `fmt` (each chunk right after its GEMM, while it is still in cache).
+    /// `fmt` (each chunk right after its GEMM, while it is still in cache). Into f32 storage the
+    /// GEMM writes directly; into half storage it writes a chunk buffer that is then narrowed.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -299,18 +300,22 @@ impl Conv2d {
         n: usize,
         weight: &[f32],
         bias: Option<&[f32]>,
-        y: &mut [f32],
+        y: ViewMut<'_>,
         fmt: Option<HalfFormat>,
     ) {
         let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
         let unfold = self.unfold();
-        par.run_split(n, &mut y[..n * ol], ol, |r, yp| {
+        assert!(y.len() >= n * ol, "conv: output too small");
+        let ranges = par.ranges(n);
+        let parts = y.split(&ranges, ol);
+        par.run(ranges.into_iter().zip(parts).collect(), |(r, mut yp)| {
             let mut col = match unfold {
                 Unfold::None => Vec::new(),
                 _ => vec![0.0f32; chunk.min(r.len()) * hw * k],
             };
+            let mut scratch = Vec::new();
             let mut s = r.start;
             while s < r.end {
                 let b = chunk.min(r.end - s);
@@ -323,23 +328,24 @@ impl Conv2d {
                         col
                     }
                 };
-                let yc = &mut yp[(s - r.start) * ol..(s - r.start + b) * ol];
-                if let Some(bias) = bias {
-                    for row in yc.chunks_exact_mut(cout) {
-                        row.copy_from_slice(bias);
+                let out = (s - r.start) * ol..(s - r.start + b) * ol;
+                yp.fill(out, fmt, &mut scratch, |yc| {
+                    if let Some(bias) = bias {
+                        for row in yc.chunks_exact_mut(cout) {
+                            row.copy_from_slice(bias);
+                        }
                     }
-                }
-                matmul(
-                    b * hw,
-                    cout,
-                    k,
-                    yc,
-                    cout,
-                    bias.is_some(),
-                    MatRef::rows(lhs, k),
-                    MatRef::rows(weight, cout),
-                );
-                round(fmt, yc);
+                    matmul(
+                        b * hw,
+                        cout,
+                        k,
+                        yc,
+                        cout,
+                        bias.is_some(),
+                        MatRef::rows(lhs, k),
+                        MatRef::rows(weight, cout),
+                    );
+                });
                 s += b;
             }
         });
@@ -525,7 +531,7 @@ mod tests {
                 let par = Par::new(threads);
                 let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
                     let mut y = vec![0.0; n * conv.out_len()];
-                    conv.forward(&par, x, n, w, Some(b), &mut y, None);
+                    conv.forward(&par, x, n, w, Some(b), (&mut y[..]).into(), None);
                     y
                 };
                 let (mut dw, mut db, mut dx) =
@@ -577,7 +583,7 @@ mod tests {
             let b = rand_vec(7, conv.cout, 0.3);
             for bias in [Some(&b[..]), None] {
                 let mut y = vec![f32::NAN; n * conv.out_len()];
-                conv.forward(&Par::new(2), &x, n, &w, bias, &mut y, None);
+                conv.forward(&Par::new(2), &x, n, &w, bias, (&mut y[..]).into(), None);
                 let want = direct(&conv, &x, n, &w, bias);
                 for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     assert!(
@@ -591,7 +597,7 @@ mod tests {
 
     #[test]
     fn rounding_inside_the_convolution_equals_rounding_after_it() {
-        use crate::precision::HalfFormat;
+        use crate::precision::{round, HalfFormat, Stored};
         let conv = Conv2d::same3x3(6, 6, 3, 5);
         let n = 70; // several chunks per thread
                     // tiny values so that some of dx flushes to zero in f16
@@ -601,11 +607,17 @@ mod tests {
         let par = Par::new(2);
         for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
             let mut plain = vec![0.0; n * conv.out_len()];
-            conv.forward(&par, &x, n, &w, None, &mut plain, None);
+            conv.forward(&par, &x, n, &w, None, (&mut plain[..]).into(), None);
             round(Some(fmt), &mut plain);
             let mut fused = vec![0.0; n * conv.out_len()];
-            conv.forward(&par, &x, n, &w, None, &mut fused, Some(fmt));
+            conv.forward(&par, &x, n, &w, None, (&mut fused[..]).into(), Some(fmt));
             assert_eq!(plain, fused, "{fmt:?} forward");
+            // into half storage: the same values, kept at 16 bits
+            let mut stored = Stored::default();
+            stored.resize(Some(fmt), n * conv.out_len());
+            conv.forward(&par, &x, n, &w, None, stored.view_mut(), Some(fmt));
+            assert!(matches!(stored, Stored::Half(..)));
+            assert_eq!(stored.to_f32(), plain, "{fmt:?} stored forward");
             let mut dw = vec![0.0; w.len()];
             let mut dx_plain = vec![0.0; x.len()];
             let u0 = conv.backward(

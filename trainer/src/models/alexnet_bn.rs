@@ -251,9 +251,9 @@ impl AlexnetBn {
                 self.bn5_out.resize(pool5.len(), 0.0);
                 let (g, b) = (&w[g.r.clone()], &w[b.r.clone()]);
                 if train {
-                    bn.forward_train(par, pool5, rows, g, b, &mut self.bn5_out, false, fmt);
+                    bn.forward_train(par, pool5.into(), rows, g, b, &mut self.bn5_out, false, fmt);
                 } else {
-                    bn.forward_eval(par, pool5, rows, g, b, &mut self.bn5_out, false, fmt);
+                    bn.forward_eval(par, pool5.into(), rows, g, b, &mut self.bn5_out, false, fmt);
                 }
                 &self.bn5_out
             }
@@ -315,7 +315,17 @@ impl AlexnetBn {
         if let Some((bn, g, b)) = &self.bn_pool5 {
             let rows = pool5.len() / bn.c;
             let (dg, db) = two_mut(grads, g.r.clone(), b.r.clone());
-            u.add(bn.backward(par, pool5, None, cur, rows, &w[g.r.clone()], dg, db, fmt));
+            u.add(bn.backward(
+                par,
+                pool5.into(),
+                None,
+                cur,
+                rows,
+                &w[g.r.clone()],
+                dg,
+                db,
+                fmt,
+            ));
             u.add(round_counting(fmt, dg));
             u.add(round_counting(fmt, db));
             ready.done(grads, &[&g.r, &b.r]);

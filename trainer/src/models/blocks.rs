@@ -14,7 +14,9 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamId, ParamKind, ParamStore};
-use crate::precision::{round_counting, round_counting_par, round_par, HalfFormat, Underflow};
+use crate::precision::{
+    round_counting, round_counting_par, round_par, HalfFormat, Stored, Underflow,
+};
 
 /// RNG stream used for weight initialisation.
 pub(crate) const INIT_STREAM: u64 = 0;
@@ -114,8 +116,8 @@ pub(crate) struct ConvBn {
     b: Option<Param>,
     gamma: Param,
     beta: Param,
-    /// conv output (BN input).
-    c: Vec<f32>,
+    /// conv output (BN input), kept at 16 bits in the half modes.
+    c: Stored,
     /// BN (+ ReLU) output.
     pub a: Vec<f32>,
 }
@@ -165,7 +167,7 @@ impl ConvBn {
             b,
             gamma,
             beta,
-            c: Vec::new(),
+            c: Stored::default(),
             a: Vec::new(),
         }
     }
@@ -197,19 +199,26 @@ impl ConvBn {
     ) {
         let ol = self.conv.out_len();
         let rows = n * self.conv.oh() * self.conv.ow();
-        self.c.resize(n * ol, 0.0);
+        self.c.resize(fmt, n * ol);
         let bias = self.b.as_ref().map(|b| &w[b.r.clone()]);
         // both outputs are rounded inside the kernels that write them, while still in cache
-        self.conv
-            .forward(par, x, n, &w[self.w.r.clone()], bias, &mut self.c, fmt);
+        self.conv.forward(
+            par,
+            x,
+            n,
+            &w[self.w.r.clone()],
+            bias,
+            self.c.view_mut(),
+            fmt,
+        );
         self.a.resize(n * ol, 0.0);
         let (g, bt) = (&w[self.gamma.r.clone()], &w[self.beta.r.clone()]);
         if train {
             self.bn
-                .forward_train(par, &self.c, rows, g, bt, &mut self.a, self.relu, fmt);
+                .forward_train(par, self.c.view(), rows, g, bt, &mut self.a, self.relu, fmt);
         } else {
             self.bn
-                .forward_eval(par, &self.c, rows, g, bt, &mut self.a, self.relu, fmt);
+                .forward_eval(par, self.c.view(), rows, g, bt, &mut self.a, self.relu, fmt);
         }
     }
 
@@ -237,7 +246,7 @@ impl ConvBn {
             // dx (`cur`) is rounded and counted inside the BN's last pass
             u.add(self.bn.backward(
                 par,
-                &self.c,
+                self.c.view(),
                 relu_out,
                 cur,
                 rows,

@@ -19,7 +19,7 @@ pub fn available() -> bool {
 /// subnormals kept; `vcvtph2ps` back is exact.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn f16_lanes(v: __m512) -> __m512 {
+pub(crate) fn f16_lanes(v: __m512) -> __m512 {
     let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
     _mm512_cvtph_ps(h)
 }
@@ -30,7 +30,7 @@ fn f16_lanes(v: __m512) -> __m512 {
 /// GPU does not.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn bf16_lanes(v: __m512) -> __m512 {
+pub(crate) fn bf16_lanes(v: __m512) -> __m512 {
     let b = _mm512_castps_si512(v);
     let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFF_FFFF));
     let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
@@ -47,7 +47,7 @@ fn bf16_lanes(v: __m512) -> __m512 {
 /// Lanes that are not +-0 (NaN counts as nonzero, like `v != 0.0`).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn nonzero(v: __m512) -> u16 {
+pub(crate) fn nonzero(v: __m512) -> u16 {
     _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps())
 }
 
@@ -105,4 +105,89 @@ pub unsafe fn round_f16<const COUNT: bool>(x: &mut [f32]) -> (u64, u64) {
 #[target_feature(enable = "avx512f,popcnt")]
 pub unsafe fn round_bf16<const COUNT: bool>(x: &mut [f32]) -> (u64, u64) {
     round_with::<COUNT>(x, |v| bf16_lanes(v))
+}
+
+/// Runs `lanes` on 16 values at a time of `src` and `dst` (equal lengths), the last short group
+/// through zero-padded stack buffers, so every value takes the same vector path.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn by_16<S: Copy + Default, D: Copy + Default>(
+    src: &[S],
+    dst: &mut [D],
+    lanes: impl Fn(*const S, *mut D),
+) {
+    assert_eq!(src.len(), dst.len(), "conversion: length mismatch");
+    let mut s = src.chunks_exact(16);
+    let mut d = dst.chunks_exact_mut(16);
+    for (a, b) in (&mut s).zip(&mut d) {
+        lanes(a.as_ptr(), b.as_mut_ptr());
+    }
+    let (st, dt) = (s.remainder(), d.into_remainder());
+    if !st.is_empty() {
+        let mut a = [S::default(); 16];
+        let mut b = [D::default(); 16];
+        a[..st.len()].copy_from_slice(st);
+        lanes(a.as_ptr(), b.as_mut_ptr());
+        dt.copy_from_slice(&b[..dt.len()]);
+    }
+}
+
+/// Writes the IEEE half bit patterns of `src` (rounded as [`round_f16`] rounds) into `dst`.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn narrow_f16(src: &[f32], dst: &mut [u16]) {
+    by_16(src, dst, |s, d| {
+        // SAFETY: `by_16` passes pointers to 16 readable f32s and 16 writable u16s.
+        unsafe {
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_loadu_ps(s),
+            );
+            _mm256_storeu_si256(d.cast(), h);
+        }
+    });
+}
+
+/// Writes the bfloat16 bit patterns of `src` (rounded as [`round_bf16`] rounds) into `dst`.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn narrow_bf16(src: &[f32], dst: &mut [u16]) {
+    by_16(src, dst, |s, d| {
+        // SAFETY: as in `narrow_f16`.
+        unsafe {
+            let r = _mm512_castps_si512(bf16_lanes(_mm512_loadu_ps(s)));
+            let hi = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r));
+            _mm256_storeu_si256(d.cast(), hi);
+        }
+    });
+}
+
+/// Widens IEEE half bit patterns to f32 (exact).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn widen_f16(src: &[u16], dst: &mut [f32]) {
+    by_16(src, dst, |s, d| {
+        // SAFETY: `by_16` passes pointers to 16 readable u16s and 16 writable f32s.
+        unsafe { _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm256_loadu_si256(s.cast()))) }
+    });
+}
+
+/// Widens bfloat16 bit patterns to f32 (exact: the pattern becomes the top half).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn widen_bf16(src: &[u16], dst: &mut [f32]) {
+    by_16(src, dst, |s, d| {
+        // SAFETY: as in `widen_f16`.
+        unsafe {
+            let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(s.cast()));
+            _mm512_storeu_ps(d, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)));
+        }
+    });
 }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use crate::parallel::{reduce_f64, Par};
-use crate::precision::{round, round_counting, HalfFormat, Underflow};
+use crate::precision::{round, round_counting, HalfFormat, Underflow, View};
+
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 /// Rows an epilogue writes before rounding them to the half format, so the rounding reads
 /// values that are still in L1.
@@ -72,7 +75,7 @@ impl BatchNorm {
     pub fn forward_train(
         &mut self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         rows: usize,
         gamma: &[f32],
         beta: &[f32],
@@ -81,13 +84,9 @@ impl BatchNorm {
         fmt: Option<HalfFormat>,
     ) {
         let c = self.c;
+        let vectorised = vectorised(c);
         let parts = par.run_ranges(rows, |r| {
-            blocked_sums(&x[r.start * c..r.end * c], c, |row, s, q| {
-                for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(row) {
-                    *s += v;
-                    *q += v * v;
-                }
-            })
+            stats(x.slice(r.start * c..r.end * c), c, vectorised)
         });
         let mut acc = reduce_f64(&parts, 2 * c);
         let rows_all = self.sync.sum(&mut acc, rows);
@@ -116,7 +115,7 @@ impl BatchNorm {
     pub fn forward_eval(
         &self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         rows: usize,
         gamma: &[f32],
         beta: &[f32],
@@ -150,7 +149,7 @@ impl BatchNorm {
     fn apply(
         &self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         rows: usize,
         mean: &[f32],
         invstd: &[f32],
@@ -161,6 +160,7 @@ impl BatchNorm {
         fmt: Option<HalfFormat>,
     ) {
         let c = self.c;
+        let vectorised = vectorised(c);
         let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(&g, &i)| g * i).collect();
         let shift: Vec<f32> = beta
             .iter()
@@ -169,8 +169,14 @@ impl BatchNorm {
             .map(|((&b, &m), &s)| b - m * s)
             .collect();
         par.run_split(rows, &mut y[..rows * c], c, |r, yp| {
-            let xp = &x[r.start * c..r.end * c];
-            for (yb, xb) in yp.chunks_mut(ROUND_ROWS * c).zip(xp.chunks(ROUND_ROWS * c)) {
+            let xp = x.slice(r.start * c..r.end * c);
+            if vectorised {
+                #[cfg(target_arch = "x86_64")]
+                return simd::apply(xp, c, &scale, &shift, yp, relu, fmt);
+            }
+            let mut yblocks = yp.chunks_mut(ROUND_ROWS * c);
+            xp.for_each_block(ROUND_ROWS * c, |xb| {
+                let yb = yblocks.next().expect("output blocks match input blocks");
                 for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
                     for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
                         let v = v * s + t;
@@ -178,7 +184,7 @@ impl BatchNorm {
                     }
                 }
                 round(fmt, yb);
-            }
+            });
         });
     }
 
@@ -189,7 +195,7 @@ impl BatchNorm {
     pub fn backward(
         &self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         relu_out: Option<&[f32]>,
         grad: &mut [f32],
         rows: usize,
@@ -199,13 +205,19 @@ impl BatchNorm {
         dx_fmt: Option<HalfFormat>,
     ) -> Underflow {
         let c = self.c;
+        let vectorised = vectorised(c);
         let (mean, invstd) = (&self.mean, &self.invstd);
         // pass 1: fold the ReLU mask into the gradient in place and sum g and g*(x - mean)
         let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
-            let xs = &x[r.start * c..r.end * c];
-            if let Some(y) = relu_out {
+            let xs = x.slice(r.start * c..r.end * c);
+            let ys = relu_out.map(|y| &y[r.start * c..r.end * c]);
+            if vectorised {
+                #[cfg(target_arch = "x86_64")]
+                return simd::backward_sums(xs, ys, gp, c, mean, BLOCK_ROWS);
+            }
+            if let Some(y) = ys {
                 // a select, not a branch, so it vectorises
-                for (g, &y) in gp.iter_mut().zip(&y[r.start * c..r.end * c]) {
+                for (g, &y) in gp.iter_mut().zip(y) {
                     *g = if y > 0.0 { *g } else { 0.0 };
                 }
             }
@@ -247,9 +259,18 @@ impl BatchNorm {
         }
         // pass 2: dx = a*g + b*x + k (the mask is already in g), rounded block by block
         let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
-            let xs = &x[r.start * c..r.end * c];
+            let xs = x.slice(r.start * c..r.end * c);
+            if vectorised {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let (nonzero, flushed) = simd::backward_dx(xs, gp, c, &ca, &cb, &ck, dx_fmt);
+                    return Underflow { nonzero, flushed };
+                }
+            }
             let mut u = Underflow::default();
-            for (gb, xb) in gp.chunks_mut(ROUND_ROWS * c).zip(xs.chunks(ROUND_ROWS * c)) {
+            let mut gblocks = gp.chunks_mut(ROUND_ROWS * c);
+            xs.for_each_block(ROUND_ROWS * c, |xb| {
+                let gb = gblocks.next().expect("gradient blocks match input blocks");
                 for (gr, xr) in gb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
                     for ((((g, &x), &a), &b), &k) in
                         gr.iter_mut().zip(xr).zip(&ca).zip(&cb).zip(&ck)
@@ -258,7 +279,7 @@ impl BatchNorm {
                     }
                 }
                 u.add(round_counting(dx_fmt, gb));
-            }
+            });
             u
         });
         let mut u = Underflow::default();
@@ -271,16 +292,46 @@ impl BatchNorm {
 /// at f32 SIMD width while each f32 sum stays short enough to keep its rounding error small.
 const BLOCK_ROWS: usize = 32;
 
+/// Whether the AVX-512 kernels run for `c` channels; decided once per pass, on the calling
+/// thread (where the tests can switch them off to compare with the portable loops).
+fn vectorised(c: usize) -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE_ONLY.with(|p| p.get()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return simd::usable(c);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = c;
+        false
+    }
+}
+
+/// Per-channel sums of `x` and `x*x` over the rows of `x` (`[sums; squares]`).
+fn stats(x: View<'_>, c: usize, vectorised: bool) -> Vec<f64> {
+    if vectorised {
+        #[cfg(target_arch = "x86_64")]
+        return simd::stats(x, c, BLOCK_ROWS);
+    }
+    blocked_sums(x, c, |row, s, q| {
+        for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(row) {
+            *s += v;
+            *q += v * v;
+        }
+    })
+}
+
 /// Two per-channel sums over the rows of `x` (`[rows, c]`): `add(row, a, b)` adds one row's
 /// contributions to the f32 block accumulators `a` and `b`. Returns `[a totals, b totals]` in f64.
 fn blocked_sums(
-    x: &[f32],
+    x: View<'_>,
     c: usize,
     mut add: impl FnMut(&[f32], &mut [f32], &mut [f32]),
 ) -> Vec<f64> {
     let mut total = vec![0.0f64; 2 * c];
     let mut block = vec![0.0f32; 2 * c];
-    for rows in x.chunks(BLOCK_ROWS * c) {
+    x.for_each_block(BLOCK_ROWS * c, |rows| {
         block.fill(0.0);
         let (a, b) = block.split_at_mut(c);
         for row in rows.chunks_exact(c) {
@@ -289,7 +340,7 @@ fn blocked_sums(
         for (t, &v) in total.iter_mut().zip(block.iter()) {
             *t += v as f64;
         }
-    }
+    });
     total
 }
 
@@ -297,6 +348,99 @@ fn blocked_sums(
 mod tests {
     use super::*;
     use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
+    use crate::precision::Stored;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Set by a test to run the portable loops where the AVX-512 kernels would run.
+        pub(super) static PORTABLE_ONLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Everything one training forward, evaluation forward and backward produce.
+    type Outputs = (
+        Vec<f32>,
+        Vec<f32>,
+        Vec<f32>,
+        Vec<f32>,
+        Vec<f32>,
+        Underflow,
+        Vec<f32>,
+    );
+
+    #[allow(clippy::too_many_arguments)]
+    fn passes(
+        portable: bool,
+        x: &[f32],
+        rows: usize,
+        c: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        dy: &[f32],
+        relu: bool,
+        fmt: Option<HalfFormat>,
+    ) -> Outputs {
+        PORTABLE_ONLY.with(|p| p.set(portable));
+        let par = Par::new(2);
+        let mut stored = Stored::default();
+        stored.resize(fmt, rows * c);
+        stored
+            .view_mut()
+            .fill(0..rows * c, fmt, &mut Vec::new(), |o| o.copy_from_slice(x));
+        let mut bn = BatchNorm::new(c);
+        let (mut y, mut ye) = (vec![0.0; rows * c], vec![0.0; rows * c]);
+        bn.forward_train(&par, stored.view(), rows, gamma, beta, &mut y, relu, fmt);
+        bn.forward_eval(&par, stored.view(), rows, gamma, beta, &mut ye, relu, fmt);
+        let mut g = dy.to_vec();
+        let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+        let y_relu = relu.then_some(&y[..]);
+        let u = bn.backward(
+            &par,
+            stored.view(),
+            y_relu,
+            &mut g,
+            rows,
+            gamma,
+            &mut dg,
+            &mut db,
+            fmt,
+        );
+        PORTABLE_ONLY.with(|p| p.set(false));
+        let mut running = bn.running_mean.clone();
+        running.extend(&bn.running_var);
+        (y, ye, g, dg, db, u, running)
+    }
+
+    /// The AVX-512 kernels (channel counts that are multiples of 16: one vector, several, a
+    /// group of four plus one) give the portable loops' values, counts and running statistics,
+    /// for f32 and half-stored inputs, with and without the fused ReLU.
+    #[test]
+    fn vector_kernels_match_the_portable_loops() {
+        if crate::precision::simd() {
+            assert!(vectorised(16) && vectorised(288) && !vectorised(24));
+        }
+        let rows = 301; // several sum blocks per thread, and a short last one
+        for c in [16, 48, 80, 288] {
+            let x: Vec<f32> = rand_vec(31, rows * c, 1.0)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (1.0 + (i % 7) as f32) + (i % c) as f32 * 0.1)
+                .collect();
+            let gamma = rand_vec(32, c, 1.0);
+            let beta = rand_vec(33, c, 0.5);
+            let dy = rand_vec(34, rows * c, 1e-5); // tiny, so some of dx flushes in f16
+            for fmt in [None, Some(HalfFormat::F16), Some(HalfFormat::Bf16)] {
+                for relu in [false, true] {
+                    let run =
+                        |portable| passes(portable, &x, rows, c, &gamma, &beta, &dy, relu, fmt);
+                    let (fast, slow) = (run(false), run(true));
+                    assert_eq!(fast, slow, "c {c} {fmt:?} relu {relu}");
+                    if fmt == Some(HalfFormat::F16) {
+                        assert!(fast.5.flushed > 0, "the test should exercise flushes");
+                    }
+                }
+            }
+        }
+    }
 
     fn check(threads: usize) {
         let relu = false;
@@ -314,17 +458,17 @@ mod tests {
         let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
             let mut bn = BatchNorm::new(c);
             let mut y = vec![0.0; rows * c];
-            bn.forward_train(&par, x, rows, g, b, &mut y, relu, None);
+            bn.forward_train(&par, x.into(), rows, g, b, &mut y, relu, None);
             y
         };
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, relu, None);
+        bn.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut y, relu, None);
         let mut grad = r.clone();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
         bn.backward(
             &par,
-            &x,
+            (&x).into(),
             relu.then_some(&y[..]),
             &mut grad,
             rows,
@@ -371,25 +515,33 @@ mod tests {
         let r = rand_vec(14, rows * c, 1.0);
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, &x, rows, &gamma, &beta, &mut y, false, None);
+        bn.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut y, false, None);
         let mut z = vec![0.0; rows * c];
         crate::layers::relu::forward(&y, &mut z);
         let mut g1 = r.clone();
         crate::layers::relu::backward(&z, &mut g1);
         let (mut dg1, mut db1) = (vec![0.0; c], vec![0.0; c]);
         bn.backward(
-            &par, &x, None, &mut g1, rows, &gamma, &mut dg1, &mut db1, None,
+            &par,
+            (&x).into(),
+            None,
+            &mut g1,
+            rows,
+            &gamma,
+            &mut dg1,
+            &mut db1,
+            None,
         );
 
         let mut bn2 = BatchNorm::new(c);
         let mut z2 = vec![0.0; rows * c];
-        bn2.forward_train(&par, &x, rows, &gamma, &beta, &mut z2, true, None);
+        bn2.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut z2, true, None);
         assert_eq!(z, z2);
         let mut g2 = r.clone();
         let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
         bn2.backward(
             &par,
-            &x,
+            (&x).into(),
             Some(&z2),
             &mut g2,
             rows,
@@ -408,7 +560,16 @@ mod tests {
         let mut bn = BatchNorm::new(1);
         let x = [1.0f32, 2.0, 3.0, 4.0];
         let mut y = [0.0f32; 4];
-        bn.forward_train(&Par::new(1), &x, 4, &[1.0], &[0.0], &mut y, false, None);
+        bn.forward_train(
+            &Par::new(1),
+            (&x[..]).into(),
+            4,
+            &[1.0],
+            &[0.0],
+            &mut y,
+            false,
+            None,
+        );
         assert!((bn.running_mean[0] - 0.25).abs() < 1e-6);
         // unbiased var = 5/3; 0.9 * 1 + 0.1 * 5/3
         assert!((bn.running_var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
@@ -429,18 +590,45 @@ mod tests {
             for relu in [false, true] {
                 let mut bn = BatchNorm::new(c);
                 let mut plain = vec![0.0; rows * c];
-                bn.forward_train(&par, &x, rows, &gamma, &beta, &mut plain, relu, None);
+                bn.forward_train(
+                    &par,
+                    (&x).into(),
+                    rows,
+                    &gamma,
+                    &beta,
+                    &mut plain,
+                    relu,
+                    None,
+                );
                 round(Some(fmt), &mut plain);
                 let mut fused = vec![0.0; rows * c];
                 let mut bn2 = BatchNorm::new(c);
-                bn2.forward_train(&par, &x, rows, &gamma, &beta, &mut fused, relu, Some(fmt));
+                bn2.forward_train(
+                    &par,
+                    (&x).into(),
+                    rows,
+                    &gamma,
+                    &beta,
+                    &mut fused,
+                    relu,
+                    Some(fmt),
+                );
                 assert_eq!(plain, fused, "{fmt:?} relu {relu} forward");
                 let (mut eval_plain, mut eval_fused) = (vec![0.0; rows * c], vec![0.0; rows * c]);
-                bn2.forward_eval(&par, &x, rows, &gamma, &beta, &mut eval_plain, relu, None);
+                bn2.forward_eval(
+                    &par,
+                    (&x).into(),
+                    rows,
+                    &gamma,
+                    &beta,
+                    &mut eval_plain,
+                    relu,
+                    None,
+                );
                 round(Some(fmt), &mut eval_plain);
                 bn2.forward_eval(
                     &par,
-                    &x,
+                    (&x).into(),
                     rows,
                     &gamma,
                     &beta,
@@ -455,7 +643,7 @@ mod tests {
                 let y = relu.then_some(&fused[..]);
                 let u0 = bn.backward(
                     &par,
-                    &x,
+                    (&x).into(),
                     y,
                     &mut g_plain,
                     rows,
@@ -469,7 +657,7 @@ mod tests {
                 let mut g_fused = dy.clone();
                 let u_fused = bn.backward(
                     &par,
-                    &x,
+                    (&x).into(),
                     y,
                     &mut g_fused,
                     rows,
