@@ -8,7 +8,7 @@
 
 use crate::linalg::{matmul, MatRef};
 use crate::parallel::{reduce_into, Par};
-use crate::precision::{round_counting, HalfFormat, Underflow, ViewMut};
+use crate::precision::{round_counting, HalfFormat, Underflow, View, ViewMut};
 
 /// Bytes of im2col buffer one chunk aims for (half of a Zen 4 L2).
 const CHUNK_BYTES: usize = 512 * 1024;
@@ -138,9 +138,9 @@ impl Conv2d {
     }
 
     /// Unfolds `b` samples of `x` into `col` (`[b*oh*ow, k]`, column = (ky*kw+kx)*cin + c).
-    pub fn im2col(&self, x: &[f32], col: &mut [f32]) {
+    pub fn im2col(&self, x: View<'_>, col: &mut [f32]) {
         match self.unfold() {
-            Unfold::None => col.copy_from_slice(&x[..col.len()]),
+            Unfold::None => x.copy_to(0..col.len(), col),
             Unfold::Same3x3 => self.im2col_same3x3(x, col),
             Unfold::General => self.im2col_general(x, col),
         }
@@ -163,12 +163,12 @@ impl Conv2d {
         (iy < self.h && ix < self.w).then(|| (iy * self.w + ix) * self.cin)
     }
 
-    fn im2col_general(&self, x: &[f32], col: &mut [f32]) {
+    fn im2col_general(&self, x: View<'_>, col: &mut [f32]) {
         let (c, k, il) = (self.cin, self.k(), self.in_len());
         let (oh, ow) = (self.oh(), self.ow());
         let b = col.len() / (oh * ow * k);
         for s in 0..b {
-            let xs = &x[s * il..(s + 1) * il];
+            let xs = x.slice(s * il..(s + 1) * il);
             for oy in 0..oh {
                 for ox in 0..ow {
                     let row = &mut col[((s * oh + oy) * ow + ox) * k..][..k];
@@ -176,7 +176,7 @@ impl Conv2d {
                         for kx in 0..self.kw {
                             let dst = &mut row[(ky * self.kw + kx) * c..][..c];
                             match self.tap(oy, ox, ky, kx) {
-                                Some(o) => dst.copy_from_slice(&xs[o..o + c]),
+                                Some(o) => xs.copy_to(o..o + c, dst),
                                 None => dst.fill(0.0),
                             }
                         }
@@ -212,11 +212,11 @@ impl Conv2d {
     }
 
     /// 3x3/stride 1/pad 1 unfold: each kernel row of an interior pixel is one contiguous copy.
-    fn im2col_same3x3(&self, x: &[f32], col: &mut [f32]) {
+    fn im2col_same3x3(&self, x: View<'_>, col: &mut [f32]) {
         let (h, w, c, k) = (self.h, self.w, self.cin, self.k());
         let b = col.len() / (h * w * k);
         for s in 0..b {
-            let xs = &x[s * self.in_len()..(s + 1) * self.in_len()];
+            let xs = x.slice(s * self.in_len()..(s + 1) * self.in_len());
             for oy in 0..h {
                 for ox in 0..w {
                     let row = &mut col[((s * h + oy) * w + ox) * k..][..k];
@@ -227,10 +227,10 @@ impl Conv2d {
                             seg.fill(0.0);
                             continue;
                         }
-                        let line = &xs[iy as usize * w * c..(iy as usize + 1) * w * c];
+                        let line = iy as usize * w * c;
                         if ox >= 1 && ox + 1 < w {
                             // interior: the three taps of this kernel row are contiguous in NHWC
-                            seg.copy_from_slice(&line[(ox - 1) * c..(ox + 2) * c]);
+                            xs.copy_to(line + (ox - 1) * c..line + (ox + 2) * c, seg);
                         } else {
                             for kx in 0..3 {
                                 let ix = ox as isize + kx as isize - 1;
@@ -238,9 +238,8 @@ impl Conv2d {
                                 if ix < 0 || ix >= w as isize {
                                     dst.fill(0.0);
                                 } else {
-                                    dst.copy_from_slice(
-                                        &line[ix as usize * c..(ix as usize + 1) * c],
-                                    );
+                                    let at = line + ix as usize * c;
+                                    xs.copy_to(at..at + c, dst);
                                 }
                             }
                         }
@@ -296,7 +295,7 @@ impl Conv2d {
     pub fn forward(
         &self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         weight: &[f32],
         bias: Option<&[f32]>,
@@ -311,17 +310,21 @@ impl Conv2d {
         let ranges = par.ranges(n);
         let parts = y.split(&ranges, ol);
         par.run(ranges.into_iter().zip(parts).collect(), |(r, mut yp)| {
-            let mut col = match unfold {
-                Unfold::None => Vec::new(),
-                _ => vec![0.0f32; chunk.min(r.len()) * hw * k],
+            // f32 input of a 1x1 convolution is the GEMM operand itself; anything else is
+            // unfolded (or widened) into `col`
+            let direct = unfold == Unfold::None && x.format().is_none();
+            let mut col = if direct {
+                Vec::new()
+            } else {
+                vec![0.0f32; chunk.min(r.len()) * hw * k]
             };
             let mut scratch = Vec::new();
             let mut s = r.start;
             while s < r.end {
                 let b = chunk.min(r.end - s);
-                let xs = &x[s * il..(s + b) * il];
-                let lhs: &[f32] = match unfold {
-                    Unfold::None => xs,
+                let xs = x.slice(s * il..(s + b) * il);
+                let lhs: &[f32] = match xs {
+                    View::F32(v) if direct => v,
                     _ => {
                         let col = &mut col[..b * hw * k];
                         self.im2col(xs, col);
@@ -358,7 +361,7 @@ impl Conv2d {
     pub fn backward(
         &self,
         par: &Par,
-        x: &[f32],
+        x: View<'_>,
         dy: &[f32],
         n: usize,
         weight: &[f32],
@@ -381,7 +384,8 @@ impl Conv2d {
         let parts = par.run_split(n, dx_buf, dx_stride, |r, dxp| {
             let m = chunk.min(r.len()) * hw * k;
             let unfolds = unfold != Unfold::None;
-            let mut col = if unfolds { vec![0.0f32; m] } else { Vec::new() };
+            let direct = !unfolds && x.format().is_none();
+            let mut col = if direct { Vec::new() } else { vec![0.0f32; m] };
             let mut dcol = if want_dx && unfolds {
                 vec![0.0f32; m]
             } else {
@@ -394,13 +398,14 @@ impl Conv2d {
             while s < r.end {
                 let b = chunk.min(r.end - s);
                 let rows = b * hw;
-                let xs = &x[s * il..(s + b) * il];
-                let lhs: &[f32] = if unfolds {
-                    let col = &mut col[..rows * k];
-                    self.im2col(xs, col);
-                    col
-                } else {
-                    xs
+                let xs = x.slice(s * il..(s + b) * il);
+                let lhs: &[f32] = match xs {
+                    View::F32(v) if direct => v,
+                    _ => {
+                        let col = &mut col[..rows * k];
+                        self.im2col(xs, col);
+                        col
+                    }
                 };
                 let dyc = &dy[s * ol..(s + b) * ol];
                 // dW += col^T * dy (gemm reads the transpose through strides, no copy)
@@ -531,14 +536,14 @@ mod tests {
                 let par = Par::new(threads);
                 let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
                     let mut y = vec![0.0; n * conv.out_len()];
-                    conv.forward(&par, x, n, w, Some(b), (&mut y[..]).into(), None);
+                    conv.forward(&par, x.into(), n, w, Some(b), (&mut y[..]).into(), None);
                     y
                 };
                 let (mut dw, mut db, mut dx) =
                     (vec![0.0; w.len()], vec![0.0; conv.cout], vec![7.0; x.len()]);
                 conv.backward(
                     &par,
-                    &x,
+                    (&x).into(),
                     &r,
                     n,
                     &w,
@@ -568,7 +573,17 @@ mod tests {
                 );
                 // without a bias (ResNet convolutions) the other gradients are the same
                 let (mut dw2, mut dx2) = (vec![1.0; w.len()], vec![1.0; x.len()]);
-                conv.backward(&par, &x, &r, n, &w, &mut dw2, None, Some(&mut dx2), None);
+                conv.backward(
+                    &par,
+                    (&x).into(),
+                    &r,
+                    n,
+                    &w,
+                    &mut dw2,
+                    None,
+                    Some(&mut dx2),
+                    None,
+                );
                 assert_eq!((&dw2, &dx2), (&dw, &dx), "{what}");
             }
         }
@@ -583,7 +598,15 @@ mod tests {
             let b = rand_vec(7, conv.cout, 0.3);
             for bias in [Some(&b[..]), None] {
                 let mut y = vec![f32::NAN; n * conv.out_len()];
-                conv.forward(&Par::new(2), &x, n, &w, bias, (&mut y[..]).into(), None);
+                conv.forward(
+                    &Par::new(2),
+                    (&x).into(),
+                    n,
+                    &w,
+                    bias,
+                    (&mut y[..]).into(),
+                    None,
+                );
                 let want = direct(&conv, &x, n, &w, bias);
                 for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
                     assert!(
@@ -607,22 +630,96 @@ mod tests {
         let par = Par::new(2);
         for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
             let mut plain = vec![0.0; n * conv.out_len()];
-            conv.forward(&par, &x, n, &w, None, (&mut plain[..]).into(), None);
+            conv.forward(
+                &par,
+                (&x).into(),
+                n,
+                &w,
+                None,
+                (&mut plain[..]).into(),
+                None,
+            );
             round(Some(fmt), &mut plain);
             let mut fused = vec![0.0; n * conv.out_len()];
-            conv.forward(&par, &x, n, &w, None, (&mut fused[..]).into(), Some(fmt));
+            conv.forward(
+                &par,
+                (&x).into(),
+                n,
+                &w,
+                None,
+                (&mut fused[..]).into(),
+                Some(fmt),
+            );
             assert_eq!(plain, fused, "{fmt:?} forward");
             // into half storage: the same values, kept at 16 bits
             let mut stored = Stored::default();
             stored.resize(Some(fmt), n * conv.out_len());
-            conv.forward(&par, &x, n, &w, None, stored.view_mut(), Some(fmt));
+            conv.forward(&par, (&x).into(), n, &w, None, stored.view_mut(), Some(fmt));
             assert!(matches!(stored, Stored::Half(..)));
             assert_eq!(stored.to_f32(), plain, "{fmt:?} stored forward");
+            // from half-stored input: what the rounded f32 input gives, forward and backward
+            let mut xr = x.clone();
+            round(Some(fmt), &mut xr);
+            let mut xh = Stored::default();
+            xh.resize(Some(fmt), xr.len());
+            xh.view_mut()
+                .fill(0..xr.len(), Some(fmt), &mut Vec::new(), |o| {
+                    o.copy_from_slice(&xr)
+                });
+            for c in [
+                conv,
+                Conv2d::new(6, 6, 3, 5, 1, 1, 0),
+                Conv2d::new(6, 6, 3, 5, 3, 2, 1),
+            ] {
+                let (mut from_f32, mut from_half) =
+                    (vec![0.0; n * c.out_len()], vec![0.0; n * c.out_len()]);
+                let wc = &w[..c.k() * c.cout];
+                c.forward(
+                    &par,
+                    (&xr).into(),
+                    n,
+                    wc,
+                    None,
+                    (&mut from_f32[..]).into(),
+                    Some(fmt),
+                );
+                c.forward(
+                    &par,
+                    xh.view(),
+                    n,
+                    wc,
+                    None,
+                    (&mut from_half[..]).into(),
+                    Some(fmt),
+                );
+                assert_eq!(from_f32, from_half, "{fmt:?} {c:?} forward from half input");
+                let dyc = &dy[..n * c.out_len()];
+                let grads = |xin: View<'_>| {
+                    let (mut dw, mut dx) = (vec![0.0; wc.len()], vec![0.0; xr.len()]);
+                    let u = c.backward(
+                        &par,
+                        xin,
+                        dyc,
+                        n,
+                        wc,
+                        &mut dw,
+                        None,
+                        Some(&mut dx),
+                        Some(fmt),
+                    );
+                    (dw, dx, u)
+                };
+                assert_eq!(
+                    grads((&xr).into()),
+                    grads(xh.view()),
+                    "{fmt:?} {c:?} backward from half input"
+                );
+            }
             let mut dw = vec![0.0; w.len()];
             let mut dx_plain = vec![0.0; x.len()];
             let u0 = conv.backward(
                 &par,
-                &x,
+                (&x).into(),
                 &dy,
                 n,
                 &w,
@@ -636,7 +733,7 @@ mod tests {
             let mut dx_fused = vec![0.0; x.len()];
             let u_fused = conv.backward(
                 &par,
-                &x,
+                (&x).into(),
                 &dy,
                 n,
                 &w,

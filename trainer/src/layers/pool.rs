@@ -3,6 +3,7 @@
 //! (overlapping 3x3/stride-2 windows in AlexNet and ResNet-50).
 
 use crate::parallel::Par;
+use crate::precision::View;
 
 /// A 2x2/stride-2 max pool over `h x w x c` maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl MaxPool2 {
     }
 
     /// Writes the window maxima to `y` and which of the 4 taps won (first max on ties) to `arg`.
-    pub fn forward(&self, par: &Par, x: &[f32], n: usize, y: &mut [f32], arg: &mut [u8]) {
+    pub fn forward(&self, par: &Par, x: View<'_>, n: usize, y: &mut [f32], arg: &mut [u8]) {
         let (w, c, ol, il) = (self.w, self.c, self.out_len(), self.in_len());
         let (oh, ow) = (self.oh(), self.ow());
         par.run_split2(
@@ -52,8 +53,10 @@ impl MaxPool2 {
             &mut arg[..n * ol],
             ol,
             |r, yp, ap| {
+                // a half-stored sample is widened once (max pooling of half values is exact)
+                let mut buf = Vec::new();
                 for (k, s) in r.clone().enumerate() {
-                    let xs = &x[s * il..(s + 1) * il];
+                    let xs = x.f32s(s * il..(s + 1) * il, &mut buf);
                     for py in 0..oh {
                         for px in 0..ow {
                             let p00 = ((2 * py) * w + 2 * px) * c;
@@ -174,7 +177,7 @@ impl MaxPool {
     }
 
     /// Writes the window maxima to `y` and the winning tap (first max on ties) to `arg`.
-    pub fn forward(&self, par: &Par, x: &[f32], n: usize, y: &mut [f32], arg: &mut [u8]) {
+    pub fn forward(&self, par: &Par, x: View<'_>, n: usize, y: &mut [f32], arg: &mut [u8]) {
         let (c, ol, il) = (self.c, self.out_len(), self.in_len());
         let (oh, ow) = (self.oh(), self.ow());
         par.run_split2(
@@ -184,8 +187,10 @@ impl MaxPool {
             &mut arg[..n * ol],
             ol,
             |r, yp, ap| {
+                // a half-stored sample is widened once (max pooling of half values is exact)
+                let mut buf = Vec::new();
                 for (k, s) in r.clone().enumerate() {
-                    let xs = &x[s * il..(s + 1) * il];
+                    let xs = x.f32s(s * il..(s + 1) * il, &mut buf);
                     for py in 0..oh {
                         for px in 0..ow {
                             let o = k * ol + (py * ow + px) * c;
@@ -258,12 +263,12 @@ mod tests {
             let f = |x: &[f32]| {
                 let mut y = vec![0.0; n * p.out_len()];
                 let mut a = vec![0u8; n * p.out_len()];
-                p.forward(&par, x, n, &mut y, &mut a);
+                p.forward(&par, x.into(), n, &mut y, &mut a);
                 y
             };
             let mut y = vec![0.0; n * p.out_len()];
             let mut a = vec![0u8; n * p.out_len()];
-            p.forward(&par, &x, n, &mut y, &mut a);
+            p.forward(&par, (&x).into(), n, &mut y, &mut a);
             let mut dx = vec![1.0; len];
             p.backward(&par, &r, &a, n, &mut dx);
             assert_close(&dx, &numeric_grad(&x, &r, f), 1e-2, "pool dx");
@@ -287,12 +292,12 @@ mod tests {
             let f = |x: &[f32]| {
                 let mut y = vec![0.0; n * p.out_len()];
                 let mut a = vec![0u8; n * p.out_len()];
-                p.forward(&par, x, n, &mut y, &mut a);
+                p.forward(&par, x.into(), n, &mut y, &mut a);
                 y
             };
             let mut y = vec![0.0; n * p.out_len()];
             let mut a = vec![0u8; n * p.out_len()];
-            p.forward(&par, &x, n, &mut y, &mut a);
+            p.forward(&par, (&x).into(), n, &mut y, &mut a);
             assert!(y.iter().all(|v| v.is_finite()), "a window saw only padding");
             let mut dx = vec![1.0; len];
             p.backward(&par, &r, &a, n, &mut dx);
@@ -302,7 +307,7 @@ mod tests {
                 let q = MaxPool2::new(h, w, 3);
                 let mut y2 = vec![0.0; n * q.out_len()];
                 let mut a2 = vec![0u8; n * q.out_len()];
-                q.forward(&par, &x, n, &mut y2, &mut a2);
+                q.forward(&par, (&x).into(), n, &mut y2, &mut a2);
                 assert_eq!(y, y2);
             }
         }

@@ -35,7 +35,7 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamKind, ParamStore};
-use crate::precision::{round_counting, round_par, HalfFormat, Underflow};
+use crate::precision::{round_counting, round_par, HalfFormat, Underflow, View};
 
 /// Dropout probability of fc6 and fc7 unless set otherwise.
 const DROPOUT: f32 = 0.5;
@@ -238,22 +238,40 @@ impl AlexnetBn {
         let train = rng.is_some();
         for i in 0..self.blocks.len() {
             let (prev, rest) = self.blocks.split_at_mut(i);
-            let xin: &[f32] = match prev.last() {
+            let xin: View<'_> = match prev.last() {
                 Some(p) => p.out(),
-                None => x,
+                None => x.into(),
             };
             rest[0].forward(par, w, xin, n, train, fmt);
         }
-        let pool5 = self.blocks[self.blocks.len() - 1].out();
+        let pool5 = pool5(&self.blocks);
         let feat: &[f32] = match &mut self.bn_pool5 {
             Some((bn, g, b)) => {
                 let rows = pool5.len() / bn.c;
                 self.bn5_out.resize(pool5.len(), 0.0);
                 let (g, b) = (&w[g.r.clone()], &w[b.r.clone()]);
                 if train {
-                    bn.forward_train(par, pool5.into(), rows, g, b, &mut self.bn5_out, false, fmt);
+                    bn.forward_train(
+                        par,
+                        pool5.into(),
+                        rows,
+                        g,
+                        b,
+                        (&mut self.bn5_out[..]).into(),
+                        false,
+                        fmt,
+                    );
                 } else {
-                    bn.forward_eval(par, pool5.into(), rows, g, b, &mut self.bn5_out, false, fmt);
+                    bn.forward_eval(
+                        par,
+                        pool5.into(),
+                        rows,
+                        g,
+                        b,
+                        (&mut self.bn5_out[..]).into(),
+                        false,
+                        fmt,
+                    );
                 }
                 &self.bn5_out
             }
@@ -294,7 +312,7 @@ impl AlexnetBn {
         u: &mut Underflow,
         ready: &mut Announcer<'_>,
     ) {
-        let pool5 = self.blocks[self.blocks.len() - 1].out();
+        let pool5 = pool5(&self.blocks);
         let feat: &[f32] = if self.bn_pool5.is_some() {
             &self.bn5_out
         } else {
@@ -331,7 +349,11 @@ impl AlexnetBn {
             ready.done(grads, &[&g.r, &b.r]);
         }
         for i in (0..self.blocks.len()).rev() {
-            let xin: &[f32] = if i == 0 { x } else { self.blocks[i - 1].out() };
+            let xin = if i == 0 {
+                x.into()
+            } else {
+                self.blocks[i - 1].out()
+            };
             self.blocks[i].backward(par, w, grads, xin, n, cur, spare, i > 0, fmt, u, ready);
         }
     }
@@ -345,7 +367,7 @@ impl AlexnetBn {
         let feat: Vec<f32> = if self.bn_pool5.is_some() {
             self.bn5_out.clone()
         } else {
-            self.blocks[4].out().to_vec()
+            pool5(&self.blocks).to_vec()
         };
         for i in 0..3 {
             let xin: Vec<f32> = if i == 0 {
@@ -365,4 +387,10 @@ impl AlexnetBn {
     pub fn logits(&self) -> &[f32] {
         &self.fc_out[2]
     }
+}
+
+/// The last block's pooled output (pool5) of the last forward.
+fn pool5(blocks: &[ConvBlock]) -> &[f32] {
+    let last = &blocks[blocks.len() - 1];
+    last.pooled().expect("the last AlexNet block pools")
 }

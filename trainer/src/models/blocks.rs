@@ -15,7 +15,7 @@ use crate::layers::{
 use crate::parallel::Par;
 use crate::params::{two_mut, ParamBuilder, ParamId, ParamKind, ParamStore};
 use crate::precision::{
-    round_counting, round_counting_par, round_par, HalfFormat, Stored, Underflow,
+    round_counting, round_counting_par, round_par, HalfFormat, Stored, Underflow, View,
 };
 
 /// RNG stream used for weight initialisation.
@@ -118,8 +118,8 @@ pub(crate) struct ConvBn {
     beta: Param,
     /// conv output (BN input), kept at 16 bits in the half modes.
     c: Stored,
-    /// BN (+ ReLU) output.
-    pub a: Vec<f32>,
+    /// BN (+ ReLU) output, kept at 16 bits in the half modes.
+    pub a: Stored,
 }
 
 impl ConvBn {
@@ -168,7 +168,7 @@ impl ConvBn {
             gamma,
             beta,
             c: Stored::default(),
-            a: Vec::new(),
+            a: Stored::default(),
         }
     }
 
@@ -192,7 +192,7 @@ impl ConvBn {
         &mut self,
         par: &Par,
         w: &[f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         train: bool,
         fmt: Option<HalfFormat>,
@@ -211,14 +211,14 @@ impl ConvBn {
             self.c.view_mut(),
             fmt,
         );
-        self.a.resize(n * ol, 0.0);
+        self.a.resize(fmt, n * ol);
         let (g, bt) = (&w[self.gamma.r.clone()], &w[self.beta.r.clone()]);
+        let (c, a) = (self.c.view(), self.a.view_mut());
         if train {
             self.bn
-                .forward_train(par, self.c.view(), rows, g, bt, &mut self.a, self.relu, fmt);
+                .forward_train(par, c, rows, g, bt, a, self.relu, fmt);
         } else {
-            self.bn
-                .forward_eval(par, self.c.view(), rows, g, bt, &mut self.a, self.relu, fmt);
+            self.bn.forward_eval(par, c, rows, g, bt, a, self.relu, fmt);
         }
     }
 
@@ -230,7 +230,7 @@ impl ConvBn {
         par: &Par,
         w: &[f32],
         grads: &mut [f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         cur: &mut Vec<f32>,
         spare: &mut Vec<f32>,
@@ -242,7 +242,7 @@ impl ConvBn {
         let rows = n * self.conv.oh() * self.conv.ow();
         {
             let (dg, db) = two_mut(grads, self.gamma.r.clone(), self.beta.r.clone());
-            let relu_out = self.relu.then_some(&self.a[..]);
+            let relu_out = self.relu.then(|| self.a.view());
             // dx (`cur`) is rounded and counted inside the BN's last pass
             u.add(self.bn.backward(
                 par,
@@ -323,7 +323,7 @@ impl Pool {
         }
     }
 
-    fn forward(&self, par: &Par, x: &[f32], n: usize, y: &mut [f32], arg: &mut [u8]) {
+    fn forward(&self, par: &Par, x: View<'_>, n: usize, y: &mut [f32], arg: &mut [u8]) {
         match self {
             Pool::Two(p) => p.forward(par, x, n, y, arg),
             Pool::Window(p) => p.forward(par, x, n, y, arg),
@@ -360,12 +360,16 @@ impl ConvBlock {
     }
 
     /// The block output of the last forward.
-    pub fn out(&self) -> &[f32] {
-        if self.pool.is_some() {
-            &self.p
-        } else {
-            &self.cb.a
+    pub fn out(&self) -> View<'_> {
+        match self.pooled() {
+            Some(p) => p.into(),
+            None => self.cb.a.view(),
         }
+    }
+
+    /// The pooled output of the last forward (f32), if the block pools.
+    pub fn pooled(&self) -> Option<&[f32]> {
+        self.pool.is_some().then_some(&self.p[..])
     }
 
     /// Forward of `n` samples of `x`.
@@ -373,7 +377,7 @@ impl ConvBlock {
         &mut self,
         par: &Par,
         w: &[f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         train: bool,
         fmt: Option<HalfFormat>,
@@ -383,7 +387,7 @@ impl ConvBlock {
             self.p.resize(n * pool.out_len(), 0.0);
             self.arg.resize(n * pool.out_len(), 0);
             // max pooling of half values is exact: no rounding needed
-            pool.forward(par, &self.cb.a, n, &mut self.p, &mut self.arg);
+            pool.forward(par, self.cb.a.view(), n, &mut self.p, &mut self.arg);
         }
     }
 
@@ -394,7 +398,7 @@ impl ConvBlock {
         par: &Par,
         w: &[f32],
         grads: &mut [f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         cur: &mut Vec<f32>,
         spare: &mut Vec<f32>,

@@ -27,7 +27,7 @@ use crate::layers::{
 };
 use crate::parallel::Par;
 use crate::params::{ParamBuilder, ParamStore};
-use crate::precision::{round_counting_par, round_par, HalfFormat, Underflow};
+use crate::precision::{round_counting_par, round_par, HalfFormat, Underflow, View};
 
 /// A residual block: a chain of conv + BN layers (ReLU between them) plus a shortcut,
 /// summed and passed through a ReLU.
@@ -46,23 +46,23 @@ impl ResBlock {
         &mut self,
         par: &Par,
         w: &[f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         train: bool,
         fmt: Option<HalfFormat>,
     ) {
         for i in 0..self.main.len() {
             let (prev, rest) = self.main.split_at_mut(i);
-            let xin: &[f32] = prev.last().map_or(x, |p| &p.a);
+            let xin = prev.last().map_or(x, |p| p.a.view());
             rest[0].forward(par, w, xin, n, train, fmt);
         }
         if let Some(d) = &mut self.down {
             d.forward(par, w, x, n, train, fmt);
         }
-        let skip: &[f32] = self.down.as_ref().map_or(x, |d| &d.a);
+        let skip = self.down.as_ref().map_or(x, |d| d.a.view());
         let last = &self.main[self.main.len() - 1];
         self.out.resize(n * last.out_len(), 0.0);
-        residual::forward(par, &last.a, skip, &mut self.out, true);
+        residual::forward(par, last.a.view(), skip, &mut self.out, true);
         round_par(par, fmt, &mut self.out);
     }
 
@@ -73,7 +73,7 @@ impl ResBlock {
         par: &Par,
         w: &[f32],
         grads: &mut [f32],
-        x: &[f32],
+        x: View<'_>,
         n: usize,
         cur: &mut Vec<f32>,
         spare: &mut Vec<f32>,
@@ -91,7 +91,7 @@ impl ResBlock {
             d.backward(par, w, grads, x, n, skip, spare, true, fmt, u, ready);
         }
         for i in (0..self.main.len()).rev() {
-            let xin: &[f32] = if i == 0 { x } else { &self.main[i - 1].a };
+            let xin = if i == 0 { x } else { self.main[i - 1].a.view() };
             self.main[i].backward(par, w, grads, xin, n, cur, spare, true, fmt, u, ready);
         }
         for (g, &s) in cur.iter_mut().zip(skip.iter()) {
@@ -206,10 +206,10 @@ impl Resnet {
         train: bool,
         fmt: Option<HalfFormat>,
     ) -> &[f32] {
-        self.stem.forward(par, w, x, n, train, fmt);
+        self.stem.forward(par, w, x.into(), n, train, fmt);
         for i in 0..self.blocks.len() {
             let (prev, rest) = self.blocks.split_at_mut(i);
-            let xin: &[f32] = prev.last().map_or(self.stem.out(), |b| &b.out);
+            let xin = prev.last().map_or(self.stem.out(), |b| (&b.out).into());
             rest[0].forward(par, w, xin, n, train, fmt);
         }
         let last = &self.blocks[self.blocks.len() - 1].out;
@@ -245,15 +245,15 @@ impl Resnet {
         u.add(round_counting_par(par, fmt, spare));
         std::mem::swap(cur, spare);
         for i in (0..self.blocks.len()).rev() {
-            let xin: &[f32] = if i == 0 {
+            let xin = if i == 0 {
                 self.stem.out()
             } else {
-                &self.blocks[i - 1].out
+                (&self.blocks[i - 1].out).into()
             };
             self.blocks[i].backward(par, w, grads, xin, n, cur, spare, &mut skip, fmt, u, ready);
         }
         self.stem
-            .backward(par, w, grads, x, n, cur, spare, false, fmt, u, ready);
+            .backward(par, w, grads, x.into(), n, cur, spare, false, fmt, u, ready);
         self.skip = skip;
     }
 }

@@ -113,6 +113,22 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Writes the values of `range` into `dst` as f32.
+    pub fn copy_to(self, range: Range<usize>, dst: &mut [f32]) {
+        match self {
+            View::F32(v) => dst.copy_from_slice(&v[range]),
+            View::Half(f, v) => widen(f, &v[range], dst),
+        }
+    }
+
+    /// The half format of the storage (`None` for f32).
+    pub fn format(&self) -> Option<HalfFormat> {
+        match self {
+            View::F32(_) => None,
+            View::Half(f, _) => Some(*f),
+        }
+    }
+
     /// The values of `range` as f32: borrowed in f32, widened into `buf` in a half format.
     pub fn f32s<'b>(self, range: Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32]
     where
@@ -120,9 +136,9 @@ impl<'a> View<'a> {
     {
         match self {
             View::F32(v) => &v[range],
-            View::Half(f, v) => {
+            View::Half(..) => {
                 buf.resize(range.len(), 0.0);
-                widen(f, &v[range], buf);
+                self.copy_to(range, buf);
                 buf
             }
         }
@@ -168,6 +184,14 @@ impl<'a> ViewMut<'a> {
     /// Whether it holds no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The half format of the storage (`None` for f32).
+    pub fn format(&self) -> Option<HalfFormat> {
+        match self {
+            ViewMut::F32(_) => None,
+            ViewMut::Half(f, _) => Some(*f),
+        }
     }
 
     /// Cuts the values into consecutive pieces of `range.len() * stride` (see

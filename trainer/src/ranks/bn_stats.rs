@@ -84,13 +84,22 @@ mod tests {
         let run = |bn: &mut BatchNorm, x: &[f32], r: &[f32], n: usize| -> RankResult {
             let par = Par::new(1);
             let mut y = vec![0.0; n * c];
-            bn.forward_train(&par, x.into(), n, &gamma, &beta, &mut y, true, None);
+            bn.forward_train(
+                &par,
+                x.into(),
+                n,
+                &gamma,
+                &beta,
+                (&mut y[..]).into(),
+                true,
+                None,
+            );
             let mut dx = r.to_vec();
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
             bn.backward(
                 &par,
                 x.into(),
-                Some(&y),
+                Some((&y).into()),
                 &mut dx,
                 n,
                 &gamma,

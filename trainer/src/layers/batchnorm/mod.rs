@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::parallel::{reduce_f64, Par};
-use crate::precision::{round, round_counting, HalfFormat, Underflow, View};
+use crate::precision::{round_counting, HalfFormat, Underflow, View, ViewMut};
 
 #[cfg(target_arch = "x86_64")]
 mod simd;
@@ -79,7 +79,7 @@ impl BatchNorm {
         rows: usize,
         gamma: &[f32],
         beta: &[f32],
-        y: &mut [f32],
+        y: ViewMut<'_>,
         relu: bool,
         fmt: Option<HalfFormat>,
     ) {
@@ -119,7 +119,7 @@ impl BatchNorm {
         rows: usize,
         gamma: &[f32],
         beta: &[f32],
-        y: &mut [f32],
+        y: ViewMut<'_>,
         relu: bool,
         fmt: Option<HalfFormat>,
     ) {
@@ -155,7 +155,7 @@ impl BatchNorm {
         invstd: &[f32],
         gamma: &[f32],
         beta: &[f32],
-        y: &mut [f32],
+        y: ViewMut<'_>,
         relu: bool,
         fmt: Option<HalfFormat>,
     ) {
@@ -168,22 +168,30 @@ impl BatchNorm {
             .zip(&scale)
             .map(|((&b, &m), &s)| b - m * s)
             .collect();
-        par.run_split(rows, &mut y[..rows * c], c, |r, yp| {
+        assert!(y.len() >= rows * c, "batch norm: output too small");
+        if let Some(f) = y.format() {
+            assert_eq!(fmt, Some(f), "batch norm: half output of another format");
+        }
+        let ranges = par.ranges(rows);
+        let parts = y.split(&ranges, c);
+        par.run(ranges.into_iter().zip(parts).collect(), |(r, mut yp)| {
             let xp = x.slice(r.start * c..r.end * c);
             if vectorised {
                 #[cfg(target_arch = "x86_64")]
                 return simd::apply(xp, c, &scale, &shift, yp, relu, fmt);
             }
-            let mut yblocks = yp.chunks_mut(ROUND_ROWS * c);
+            let (mut start, mut scratch) = (0, Vec::new());
             xp.for_each_block(ROUND_ROWS * c, |xb| {
-                let yb = yblocks.next().expect("output blocks match input blocks");
-                for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
-                    for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
-                        let v = v * s + t;
-                        *o = if relu { v.max(0.0) } else { v };
+                let block = start..start + xb.len();
+                start = block.end;
+                yp.fill(block, fmt, &mut scratch, |yb| {
+                    for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                        for (((o, &v), &s), &t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
+                            let v = v * s + t;
+                            *o = if relu { v.max(0.0) } else { v };
+                        }
                     }
-                }
-                round(fmt, yb);
+                });
             });
         });
     }
@@ -196,7 +204,7 @@ impl BatchNorm {
         &self,
         par: &Par,
         x: View<'_>,
-        relu_out: Option<&[f32]>,
+        relu_out: Option<View<'_>>,
         grad: &mut [f32],
         rows: usize,
         gamma: &[f32],
@@ -210,16 +218,20 @@ impl BatchNorm {
         // pass 1: fold the ReLU mask into the gradient in place and sum g and g*(x - mean)
         let parts = par.run_split(rows, &mut grad[..rows * c], c, |r, gp| {
             let xs = x.slice(r.start * c..r.end * c);
-            let ys = relu_out.map(|y| &y[r.start * c..r.end * c]);
+            let ys = relu_out.map(|y| y.slice(r.start * c..r.end * c));
             if vectorised {
                 #[cfg(target_arch = "x86_64")]
                 return simd::backward_sums(xs, ys, gp, c, mean, BLOCK_ROWS);
             }
             if let Some(y) = ys {
-                // a select, not a branch, so it vectorises
-                for (g, &y) in gp.iter_mut().zip(y) {
-                    *g = if y > 0.0 { *g } else { 0.0 };
-                }
+                let mut gblocks = gp.chunks_mut(ROUND_ROWS * c);
+                y.for_each_block(ROUND_ROWS * c, |yb| {
+                    let gb = gblocks.next().expect("gradient blocks match output blocks");
+                    // a select, not a branch, so it vectorises
+                    for (g, &y) in gb.iter_mut().zip(yb) {
+                        *g = if y > 0.0 { *g } else { 0.0 };
+                    }
+                });
             }
             let gp: &[f32] = gp;
             let mut i = 0;
@@ -348,7 +360,7 @@ fn blocked_sums(
 mod tests {
     use super::*;
     use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
-    use crate::precision::Stored;
+    use crate::precision::{round, Stored};
     use std::cell::Cell;
 
     thread_local! {
@@ -387,12 +399,24 @@ mod tests {
             .view_mut()
             .fill(0..rows * c, fmt, &mut Vec::new(), |o| o.copy_from_slice(x));
         let mut bn = BatchNorm::new(c);
-        let (mut y, mut ye) = (vec![0.0; rows * c], vec![0.0; rows * c]);
-        bn.forward_train(&par, stored.view(), rows, gamma, beta, &mut y, relu, fmt);
-        bn.forward_eval(&par, stored.view(), rows, gamma, beta, &mut ye, relu, fmt);
+        // the training output is stored like the input; the evaluation output is f32, rounded
+        let (mut y, mut ye) = (Stored::default(), vec![0.0; rows * c]);
+        y.resize(fmt, rows * c);
+        bn.forward_train(
+            &par,
+            stored.view(),
+            rows,
+            gamma,
+            beta,
+            y.view_mut(),
+            relu,
+            fmt,
+        );
+        let ye_out = (&mut ye[..]).into();
+        bn.forward_eval(&par, stored.view(), rows, gamma, beta, ye_out, relu, fmt);
         let mut g = dy.to_vec();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-        let y_relu = relu.then_some(&y[..]);
+        let y_relu = relu.then(|| y.view());
         let u = bn.backward(
             &par,
             stored.view(),
@@ -407,7 +431,7 @@ mod tests {
         PORTABLE_ONLY.with(|p| p.set(false));
         let mut running = bn.running_mean.clone();
         running.extend(&bn.running_var);
-        (y, ye, g, dg, db, u, running)
+        (y.to_f32(), ye, g, dg, db, u, running)
     }
 
     /// The AVX-512 kernels (channel counts that are multiples of 16: one vector, several, a
@@ -458,18 +482,27 @@ mod tests {
         let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
             let mut bn = BatchNorm::new(c);
             let mut y = vec![0.0; rows * c];
-            bn.forward_train(&par, x.into(), rows, g, b, &mut y, relu, None);
+            bn.forward_train(&par, x.into(), rows, g, b, (&mut y[..]).into(), relu, None);
             y
         };
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut y, relu, None);
+        bn.forward_train(
+            &par,
+            (&x).into(),
+            rows,
+            &gamma,
+            &beta,
+            (&mut y[..]).into(),
+            relu,
+            None,
+        );
         let mut grad = r.clone();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
         bn.backward(
             &par,
             (&x).into(),
-            relu.then_some(&y[..]),
+            relu.then_some((&y).into()),
             &mut grad,
             rows,
             &gamma,
@@ -515,7 +548,16 @@ mod tests {
         let r = rand_vec(14, rows * c, 1.0);
         let mut bn = BatchNorm::new(c);
         let mut y = vec![0.0; rows * c];
-        bn.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut y, false, None);
+        bn.forward_train(
+            &par,
+            (&x).into(),
+            rows,
+            &gamma,
+            &beta,
+            (&mut y[..]).into(),
+            false,
+            None,
+        );
         let mut z = vec![0.0; rows * c];
         crate::layers::relu::forward(&y, &mut z);
         let mut g1 = r.clone();
@@ -535,14 +577,23 @@ mod tests {
 
         let mut bn2 = BatchNorm::new(c);
         let mut z2 = vec![0.0; rows * c];
-        bn2.forward_train(&par, (&x).into(), rows, &gamma, &beta, &mut z2, true, None);
+        bn2.forward_train(
+            &par,
+            (&x).into(),
+            rows,
+            &gamma,
+            &beta,
+            (&mut z2[..]).into(),
+            true,
+            None,
+        );
         assert_eq!(z, z2);
         let mut g2 = r.clone();
         let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
         bn2.backward(
             &par,
             (&x).into(),
-            Some(&z2),
+            Some((&z2).into()),
             &mut g2,
             rows,
             &gamma,
@@ -566,7 +617,7 @@ mod tests {
             4,
             &[1.0],
             &[0.0],
-            &mut y,
+            (&mut y[..]).into(),
             false,
             None,
         );
@@ -596,7 +647,7 @@ mod tests {
                     rows,
                     &gamma,
                     &beta,
-                    &mut plain,
+                    (&mut plain[..]).into(),
                     relu,
                     None,
                 );
@@ -609,7 +660,7 @@ mod tests {
                     rows,
                     &gamma,
                     &beta,
-                    &mut fused,
+                    (&mut fused[..]).into(),
                     relu,
                     Some(fmt),
                 );
@@ -621,7 +672,7 @@ mod tests {
                     rows,
                     &gamma,
                     &beta,
-                    &mut eval_plain,
+                    (&mut eval_plain[..]).into(),
                     relu,
                     None,
                 );
@@ -632,7 +683,7 @@ mod tests {
                     rows,
                     &gamma,
                     &beta,
-                    &mut eval_fused,
+                    (&mut eval_fused[..]).into(),
                     relu,
                     Some(fmt),
                 );
@@ -640,7 +691,7 @@ mod tests {
 
                 let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
                 let mut g_plain = dy.clone();
-                let y = relu.then_some(&fused[..]);
+                let y = relu.then_some((&fused).into());
                 let u0 = bn.backward(
                     &par,
                     (&x).into(),

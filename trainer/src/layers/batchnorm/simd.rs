@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::precision::{x86 as lanes, HalfFormat, View};
+use crate::precision::{x86 as lanes, HalfFormat, View, ViewMut};
 
 /// Lanes per vector.
 const L: usize = 16;
@@ -71,6 +71,23 @@ fn round<const R: u8>(v: __m512) -> __m512 {
         F16 => lanes::f16_lanes(v),
         _ => lanes::bf16_lanes(v),
     }
+}
+
+/// Stores `v` rounded to the half format `R` as 16 bit patterns at `dst`.
+///
+/// # Safety
+/// AVX-512F; `dst..dst + 16` is writable.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_bits<const R: u8>(dst: *mut u16, v: __m512) {
+    let bits = match R {
+        F16 => _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v),
+        _ => _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(
+            lanes::bf16_lanes(v),
+        ))),
+    };
+    // SAFETY: the caller guarantees 16 writable u16s.
+    unsafe { _mm256_storeu_si256(dst.cast(), bits) };
 }
 
 /// Adds the 16 lanes of `v` to `dst[..16]` in f64.
@@ -159,54 +176,65 @@ unsafe fn stats_group<const S: u8, const G: usize>(
     }
 }
 
-/// `y = x * scale + shift` per channel, then `max(y, 0)` if `relu`, rounded to `fmt`.
+/// `y = x * scale + shift` per channel, then `max(y, 0)` if `relu`, rounded to `fmt`: in place
+/// into f32 storage, narrowed into half storage (whose format must be `fmt`).
 pub(super) fn apply(
     x: View<'_>,
     c: usize,
     scale: &[f32],
     shift: &[f32],
-    y: &mut [f32],
+    y: ViewMut<'_>,
     relu: bool,
     fmt: Option<HalfFormat>,
 ) {
     assert!(usable(c) && x.len().is_multiple_of(c) && y.len() == x.len());
     assert!(scale.len() == c && shift.len() == c);
+    // half storage is written in its own format only (the kernels narrow to `fmt`)
+    assert!(y.format().is_none() || y.format() == fmt);
     let (code, base) = source(x);
     let rows = x.len() / c;
-    let y = y.as_mut_ptr();
     let (sc, sh) = (scale.as_ptr(), shift.as_ptr());
-    // SAFETY: checked above; one kernel per (storage, rounding, relu).
+    // SAFETY: checked above; one kernel per (storage in, rounding, relu, storage out).
     unsafe {
         macro_rules! go {
-            ($s:expr) => {
+            ($s:expr, $y:expr, $narrow:expr) => {
                 match (rounding(fmt), relu) {
-                    (F32, false) => apply_k::<$s, F32, false>(base, rows, c, sc, sh, y),
-                    (F32, true) => apply_k::<$s, F32, true>(base, rows, c, sc, sh, y),
-                    (F16, false) => apply_k::<$s, F16, false>(base, rows, c, sc, sh, y),
-                    (F16, true) => apply_k::<$s, F16, true>(base, rows, c, sc, sh, y),
-                    (_, false) => apply_k::<$s, BF16, false>(base, rows, c, sc, sh, y),
-                    (_, true) => apply_k::<$s, BF16, true>(base, rows, c, sc, sh, y),
+                    (F32, false) => apply_k::<$s, F32, false, false>(base, rows, c, sc, sh, $y),
+                    (F32, true) => apply_k::<$s, F32, true, false>(base, rows, c, sc, sh, $y),
+                    (F16, false) => apply_k::<$s, F16, false, $narrow>(base, rows, c, sc, sh, $y),
+                    (F16, true) => apply_k::<$s, F16, true, $narrow>(base, rows, c, sc, sh, $y),
+                    (_, false) => apply_k::<$s, BF16, false, $narrow>(base, rows, c, sc, sh, $y),
+                    (_, true) => apply_k::<$s, BF16, true, $narrow>(base, rows, c, sc, sh, $y),
+                }
+            };
+        }
+        macro_rules! out {
+            ($s:expr) => {
+                match y {
+                    ViewMut::F32(v) => go!($s, v.as_mut_ptr().cast::<u8>(), false),
+                    ViewMut::Half(_, v) => go!($s, v.as_mut_ptr().cast::<u8>(), true),
                 }
             };
         }
         match code {
-            F32 => go!(F32),
-            F16 => go!(F16),
-            _ => go!(BF16),
+            F32 => out!(F32),
+            F16 => out!(F16),
+            _ => out!(BF16),
         }
     }
 }
 
 /// # Safety
-/// AVX-512F; `base` and `y` hold `rows * c` values, `scale` and `shift` `c`.
+/// AVX-512F; `base` and `y` hold `rows * c` values (`y` as bit patterns of `R` with `NARROW`,
+/// else as f32), `scale` and `shift` `c`.
 #[target_feature(enable = "avx512f")]
-unsafe fn apply_k<const S: u8, const R: u8, const RELU: bool>(
+unsafe fn apply_k<const S: u8, const R: u8, const RELU: bool, const NARROW: bool>(
     base: *const u8,
     rows: usize,
     c: usize,
     scale: *const f32,
     shift: *const f32,
-    y: *mut f32,
+    y: *mut u8,
 ) {
     let zero = _mm512_setzero_ps();
     for r in 0..rows {
@@ -220,7 +248,11 @@ unsafe fn apply_k<const S: u8, const R: u8, const RELU: bool>(
                 if RELU {
                     o = _mm512_max_ps(o, zero);
                 }
-                _mm512_storeu_ps(y.add(i), round::<R>(o));
+                if NARROW {
+                    store_bits::<R>(y.cast::<u16>().add(i), o);
+                } else {
+                    _mm512_storeu_ps(y.cast::<f32>().add(i), round::<R>(o));
+                }
             }
         }
     }
@@ -231,14 +263,15 @@ unsafe fn apply_k<const S: u8, const R: u8, const RELU: bool>(
 /// in f32 over blocks of `block` rows and then in f64.
 pub(super) fn backward_sums(
     x: View<'_>,
-    relu_out: Option<&[f32]>,
+    relu_out: Option<View<'_>>,
     g: &mut [f32],
     c: usize,
     mean: &[f32],
     block: usize,
 ) -> Vec<f64> {
     assert!(usable(c) && x.len().is_multiple_of(c) && g.len() == x.len() && mean.len() == c);
-    assert!(relu_out.is_none_or(|y| y.len() == g.len()));
+    // the ReLU output is stored like the BN input (both are kept by the same layer)
+    assert!(relu_out.is_none_or(|y| y.len() == g.len() && y.format() == x.format()));
     let rows = x.len() / c;
     let mut out = vec![0.0f64; 2 * c];
     let (code, base) = source(x);
@@ -246,11 +279,11 @@ pub(super) fn backward_sums(
     let mp = mean.as_ptr();
     match relu_out {
         Some(y) => {
-            let yp = y.as_ptr();
+            let yp = source(y).1;
             for_groups!(code, c / L, sums_group [true]; grp => base, yp, gp, mp, rows, c, grp, block, &mut out);
         }
         None => {
-            let yp = std::ptr::null();
+            let yp: *const u8 = std::ptr::null();
             for_groups!(code, c / L, sums_group [false]; grp => base, yp, gp, mp, rows, c, grp, block, &mut out);
         }
     }
@@ -260,12 +293,13 @@ pub(super) fn backward_sums(
 /// [`backward_sums`] for channel vectors `grp..grp + G`.
 ///
 /// # Safety
-/// AVX-512F; `base`, `g` (and `y` with `MASK`) hold `rows * c` values, `mean` `c`.
+/// AVX-512F; `base`, `g` (and `y` with `MASK`, stored like `base`) hold `rows * c` values,
+/// `mean` `c`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn sums_group<const S: u8, const G: usize, const MASK: bool>(
     base: *const u8,
-    y: *const f32,
+    y: *const u8,
     g: *mut f32,
     mean: *const f32,
     rows: usize,
@@ -288,8 +322,7 @@ unsafe fn sums_group<const S: u8, const G: usize, const MASK: bool>(
                 unsafe {
                     let mut gv = _mm512_loadu_ps(g.add(i));
                     if MASK {
-                        let keep =
-                            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_loadu_ps(y.add(i)), zero);
+                        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load::<S>(y, i), zero);
                         gv = _mm512_maskz_mov_ps(keep, gv);
                         _mm512_storeu_ps(g.add(i), gv);
                     }
