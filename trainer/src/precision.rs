@@ -4,7 +4,9 @@
 //! Rounding (and counting the gradient values it flushes to zero) is one pass over the buffer:
 //! 16 lanes at a time with AVX-512 where the CPU has it (detected at run time, `x86`), else a
 //! portable path; both give the same bits. Layers call it on each piece of output right after
-//! computing it, while it is still in cache.
+//! computing it, while it is still in cache. The activations a layer keeps for its backward
+//! pass are stored at 16 bits in the half modes ([`Stored`]: [`narrow`] to store, [`widen`] to
+//! read, exact), so the passes that re-read them move half the bytes of f32.
 
 use crate::config::Precision;
 use crate::parallel::Par;
