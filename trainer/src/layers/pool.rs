@@ -314,4 +314,46 @@ mod tests {
         assert_eq!(MaxPool::new(55, 55, 1, 3, 2, 0).oh(), 27);
         assert_eq!(MaxPool::new(112, 112, 1, 3, 2, 1).oh(), 56);
     }
+
+    /// Pooling half-stored input gives what the rounded f32 input gives, maxima and taps.
+    #[test]
+    fn pooling_half_stored_input_equals_pooling_its_values() {
+        use crate::layers::gradcheck::rand_vec;
+        use crate::precision::{round, HalfFormat, Stored};
+        let (n, par) = (3, Par::new(2));
+        let two = MaxPool2::new(7, 6, 16);
+        let window = MaxPool::new(7, 6, 16, 3, 2, 1);
+        for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
+            let mut x = rand_vec(41, n * two.in_len(), 1.0);
+            round(Some(fmt), &mut x);
+            let mut stored = Stored::default();
+            stored.resize(Some(fmt), x.len());
+            stored
+                .view_mut()
+                .fill(0..x.len(), Some(fmt), &mut Vec::new(), |o| {
+                    o.copy_from_slice(&x)
+                });
+            let run = |xin: View<'_>, general: bool| {
+                let ol = if general {
+                    window.out_len()
+                } else {
+                    two.out_len()
+                };
+                let (mut y, mut a) = (vec![0.0; n * ol], vec![0u8; n * ol]);
+                if general {
+                    window.forward(&par, xin, n, &mut y, &mut a);
+                } else {
+                    two.forward(&par, xin, n, &mut y, &mut a);
+                }
+                (y, a)
+            };
+            for general in [false, true] {
+                assert_eq!(
+                    run(stored.view(), general),
+                    run((&x).into(), general),
+                    "{fmt:?}"
+                );
+            }
+        }
+    }
 }

@@ -82,4 +82,29 @@ mod tests {
             );
         }
     }
+
+    /// Adding half-stored inputs gives what their f32 values give, across several blocks.
+    #[test]
+    fn adding_half_stored_inputs_equals_adding_their_values() {
+        use crate::precision::{round, HalfFormat, Stored};
+        let len = 3 * BLOCK + 17;
+        let par = Par::new(2);
+        for fmt in [HalfFormat::F16, HalfFormat::Bf16] {
+            let stored = |seed| {
+                let mut v = rand_vec(seed, len, 1.0);
+                round(Some(fmt), &mut v);
+                let mut s = Stored::default();
+                s.resize(Some(fmt), len);
+                s.view_mut().fill(0..len, Some(fmt), &mut Vec::new(), |o| {
+                    o.copy_from_slice(&v)
+                });
+                (v, s)
+            };
+            let ((x, xs), (k, ks)) = (stored(51), stored(52));
+            let (mut want, mut got) = (vec![0.0; len], vec![0.0; len]);
+            forward(&par, (&x).into(), (&k).into(), &mut want, true);
+            forward(&par, xs.view(), ks.view(), &mut got, true);
+            assert_eq!(got, want, "{fmt:?}");
+        }
+    }
 }

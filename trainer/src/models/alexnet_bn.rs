@@ -250,28 +250,11 @@ impl AlexnetBn {
                 let rows = pool5.len() / bn.c;
                 self.bn5_out.resize(pool5.len(), 0.0);
                 let (g, b) = (&w[g.r.clone()], &w[b.r.clone()]);
+                let (x5, y5) = (pool5.into(), (&mut self.bn5_out[..]).into());
                 if train {
-                    bn.forward_train(
-                        par,
-                        pool5.into(),
-                        rows,
-                        g,
-                        b,
-                        (&mut self.bn5_out[..]).into(),
-                        false,
-                        fmt,
-                    );
+                    bn.forward_train(par, x5, rows, g, b, y5, false, fmt);
                 } else {
-                    bn.forward_eval(
-                        par,
-                        pool5.into(),
-                        rows,
-                        g,
-                        b,
-                        (&mut self.bn5_out[..]).into(),
-                        false,
-                        fmt,
-                    );
+                    bn.forward_eval(par, x5, rows, g, b, y5, false, fmt);
                 }
                 &self.bn5_out
             }
