@@ -2,48 +2,38 @@
 //! ranges (always the same split for the same size), each range runs on its own thread, and
 //! per-thread partial results come back in range order so reductions are reproducible.
 //!
-//! The threads are a persistent pool per thread count (`rayon-core`): a training step runs about
-//! a hundred parallel regions, and starting fresh threads for each cost about 50 µs a region.
+//! Each `Par` owns a persistent pool of `threads - 1` workers (`rayon-core`; the calling thread
+//! runs the first item itself): a training step runs about a hundred parallel regions, and
+//! starting fresh threads for each cost about 50 µs a region. The pool is the `Par`'s own, not
+//! shared by thread count, so data-parallel ranks that each hold one compute side by side
+//! instead of queueing behind each other's work.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use rayon_core::{ThreadPool, ThreadPoolBuilder};
 
 /// A fixed number of compute threads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Par {
     threads: usize,
+    /// Workers for items after the first; none with one thread.
+    pool: Option<Arc<ThreadPool>>,
 }
 
-/// The worker pool for regions of `threads` threads (`threads - 1` workers: the calling thread
-/// runs the first item itself), built on first use and kept for the process.
-fn pool(threads: usize) -> Arc<ThreadPool> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    pools
-        .entry(threads)
-        .or_insert_with(|| {
+impl Par {
+    /// Uses `threads` threads (at least one).
+    pub fn new(threads: usize) -> Par {
+        let threads = threads.max(1);
+        let pool = (threads > 1).then(|| {
             let built = ThreadPoolBuilder::new()
                 .num_threads(threads - 1)
                 .thread_name(move |i| format!("compute-{threads}-{i}"))
                 .build();
             // Building a pool fails only when the OS refuses threads; nothing can run then.
             Arc::new(built.expect("cannot start the compute threads"))
-        })
-        .clone()
-}
-
-impl Par {
-    /// Uses `threads` threads (at least one).
-    pub fn new(threads: usize) -> Par {
-        Par {
-            threads: threads.max(1),
-        }
+        });
+        Par { threads, pool }
     }
 
     /// Number of threads.
@@ -69,12 +59,12 @@ impl Par {
     /// Runs `f` on every item, one item per thread (the first on the calling thread),
     /// and returns the results in item order.
     pub fn run<I: Send, R: Send>(&self, items: Vec<I>, f: impl Fn(I) -> R + Sync) -> Vec<R> {
-        if items.len() <= 1 {
-            return items.into_iter().map(&f).collect();
-        }
+        let pool = match &self.pool {
+            Some(pool) if items.len() > 1 => pool,
+            _ => return items.into_iter().map(&f).collect(),
+        };
         let f = &f;
         let mut out: Vec<Option<R>> = items.iter().map(|_| None).collect();
-        let pool = pool(self.threads.max(items.len()));
         let mut it = items.into_iter().zip(out.iter_mut());
         let first = it.next();
         // A worker panic is a bug: the scope re-raises it on the caller rather than hide it.
@@ -188,5 +178,31 @@ mod tests {
         });
         assert_eq!(r, vec![4, 3, 3]);
         assert_eq!(out, (0..20).collect::<Vec<_>>());
+    }
+
+    /// Two ranks with a two-thread `Par` each run all four of their items at once: with one
+    /// pool shared by thread count, a rank's second item would wait behind the other's.
+    #[test]
+    fn each_par_computes_on_its_own_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+        let running = AtomicUsize::new(0);
+        let all_met = |_: usize| {
+            running.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while running.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            running.load(Ordering::SeqCst) >= 4
+        };
+        let ranks = [Par::new(2), Par::new(2)];
+        let met: Vec<Vec<bool>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranks
+                .iter()
+                .map(|par| s.spawn(|| par.run(vec![0, 1], all_met)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(met, vec![vec![true, true]; 2]);
     }
 }

@@ -132,6 +132,26 @@ impl Conv2d {
         }
     }
 
+    /// Whether `x` is the GEMM's left operand as it is (f32 input of a 1x1 convolution), with
+    /// nothing to unfold or widen into a column buffer.
+    fn reads_directly(&self, x: View<'_>) -> bool {
+        self.unfold() == Unfold::None && x.format().is_none()
+    }
+
+    /// The GEMM's left operand (`[rows, k]`) for the samples in `xs`: `xs` itself when `direct`
+    /// (see [`Self::reads_directly`]), otherwise unfolded (or widened) into the front of `col`.
+    fn operand<'a>(&self, xs: View<'a>, direct: bool, col: &'a mut [f32]) -> &'a [f32] {
+        match xs {
+            View::F32(v) if direct => v,
+            _ => {
+                let samples = xs.len() / self.in_len();
+                let col = &mut col[..samples * self.oh() * self.ow() * self.k()];
+                self.im2col(xs, col);
+                col
+            }
+        }
+    }
+
     /// Samples per chunk so that the im2col buffer is about `CHUNK_BYTES`.
     fn chunk(&self) -> usize {
         (CHUNK_BYTES / (self.oh() * self.ow() * self.k() * 4).max(1)).clamp(1, 64)
@@ -305,14 +325,11 @@ impl Conv2d {
         let (hw, k, cout) = (self.oh() * self.ow(), self.k(), self.cout);
         let (il, ol) = (self.in_len(), self.out_len());
         let chunk = self.chunk();
-        let unfold = self.unfold();
         assert!(y.len() >= n * ol, "conv: output too small");
         let ranges = par.ranges(n);
         let parts = y.split(&ranges, ol);
         par.run(ranges.into_iter().zip(parts).collect(), |(r, mut yp)| {
-            // f32 input of a 1x1 convolution is the GEMM operand itself; anything else is
-            // unfolded (or widened) into `col`
-            let direct = unfold == Unfold::None && x.format().is_none();
+            let direct = self.reads_directly(x);
             let mut col = if direct {
                 Vec::new()
             } else {
@@ -323,14 +340,7 @@ impl Conv2d {
             while s < r.end {
                 let b = chunk.min(r.end - s);
                 let xs = x.slice(s * il..(s + b) * il);
-                let lhs: &[f32] = match xs {
-                    View::F32(v) if direct => v,
-                    _ => {
-                        let col = &mut col[..b * hw * k];
-                        self.im2col(xs, col);
-                        col
-                    }
-                };
+                let lhs = self.operand(xs, direct, &mut col);
                 let out = (s - r.start) * ol..(s - r.start + b) * ol;
                 yp.fill(out, fmt, &mut scratch, |yc| {
                     if let Some(bias) = bias {
@@ -384,7 +394,7 @@ impl Conv2d {
         let parts = par.run_split(n, dx_buf, dx_stride, |r, dxp| {
             let m = chunk.min(r.len()) * hw * k;
             let unfolds = unfold != Unfold::None;
-            let direct = !unfolds && x.format().is_none();
+            let direct = self.reads_directly(x);
             let mut col = if direct { Vec::new() } else { vec![0.0f32; m] };
             let mut dcol = if want_dx && unfolds {
                 vec![0.0f32; m]
@@ -399,14 +409,7 @@ impl Conv2d {
                 let b = chunk.min(r.end - s);
                 let rows = b * hw;
                 let xs = x.slice(s * il..(s + b) * il);
-                let lhs: &[f32] = match xs {
-                    View::F32(v) if direct => v,
-                    _ => {
-                        let col = &mut col[..rows * k];
-                        self.im2col(xs, col);
-                        col
-                    }
-                };
+                let lhs = self.operand(xs, direct, &mut col);
                 let dyc = &dy[s * ol..(s + b) * ol];
                 // dW += col^T * dy (gemm reads the transpose through strides, no copy)
                 matmul(

@@ -3,7 +3,21 @@
 /// `y = max(x, 0)`.
 pub fn forward(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = v.max(0.0);
+        *o = relu(v);
+    }
+}
+
+/// `max(v, 0)` with -0 and NaN mapped to +0.
+///
+/// `f32::max` may return either zero for `-0.0`; this form is exactly what the vector kernels'
+/// `max(v, 0)` instruction gives, so the portable and vector paths stay bit-identical (the sign
+/// of a zero survives rounding to half precision).
+#[inline]
+pub fn relu(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        0.0
     }
 }
 

@@ -1,6 +1,7 @@
 //! Residual addition `y = x + skip`, optionally fused with the ReLU that follows it in a
 //! residual block (one pass over the block output instead of two).
 
+use crate::layers::relu;
 use crate::parallel::Par;
 use crate::precision::View;
 
@@ -19,7 +20,7 @@ pub fn forward(par: &Par, x: View<'_>, skip: View<'_>, y: &mut [f32], relu: bool
             let ss = skip.f32s(range, &mut sb);
             for ((o, &a), &b) in ob.iter_mut().zip(xs).zip(ss) {
                 let v = a + b;
-                *o = if relu { v.max(0.0) } else { v };
+                *o = if relu { relu::relu(v) } else { v };
             }
         }
     });

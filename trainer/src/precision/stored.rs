@@ -226,6 +226,8 @@ impl<'a> ViewMut<'a> {
                 round(fmt, out);
             }
             ViewMut::Half(f, v) => {
+                // half storage rounds to its own format: a caller asking for another is a bug
+                assert_eq!(fmt, Some(*f), "rounding format differs from the storage's");
                 scratch.resize(range.len(), 0.0);
                 fill(scratch);
                 narrow(*f, scratch, &mut v[range]);

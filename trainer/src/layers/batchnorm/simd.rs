@@ -82,9 +82,10 @@ fn round<const R: u8>(v: __m512) -> __m512 {
 unsafe fn store_bits<const R: u8>(dst: *mut u16, v: __m512) {
     let bits = match R {
         F16 => _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v),
-        _ => _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(
+        BF16 => _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_castps_si512(
             lanes::bf16_lanes(v),
         ))),
+        _ => unreachable!("narrowing needs a half format"),
     };
     // SAFETY: the caller guarantees 16 writable u16s.
     unsafe { _mm256_storeu_si256(dst.cast(), bits) };
