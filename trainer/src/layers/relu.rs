@@ -34,6 +34,16 @@ mod tests {
     use super::*;
     use crate::layers::gradcheck::{assert_close, numeric_grad, rand_vec};
 
+    /// Zeros of either sign and NaN come out as +0, as the vector kernels' `max(v, 0)` gives.
+    #[test]
+    fn relu_maps_negative_zero_and_nan_to_positive_zero() {
+        for v in [-0.0f32, 0.0, -1.5, f32::NAN, f32::NEG_INFINITY] {
+            assert_eq!(relu(v).to_bits(), 0, "{v}");
+        }
+        assert_eq!(relu(2.5), 2.5);
+        assert_eq!(relu(f32::INFINITY), f32::INFINITY);
+    }
+
     #[test]
     fn relu_backward_matches_finite_differences() {
         // keep inputs away from the kink so the finite difference is valid
