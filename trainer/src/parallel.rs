@@ -201,7 +201,10 @@ mod tests {
                 .iter()
                 .map(|par| s.spawn(|| par.run(vec![0, 1], all_met)))
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("a rank panicked")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a rank panicked"))
+                .collect()
         });
         assert_eq!(met, vec![vec![true, true]; 2]);
     }
